@@ -1,0 +1,37 @@
+# Two entry points for a newcomer: `make demo` (install + main job) and `make test` (install + tests).
+VENV ?= .venv
+PYTHON ?= python3
+# A CPU build of torch where the machine offers one (this pin takes the local CPU wheel on our CI image).
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-test lint format
+
+demo: $(VENV)/.installed
+	$(BIN)/garasam demo $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check garasam tests benchmarks scripts
+	$(BIN)/ruff format --check garasam tests benchmarks scripts
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test]"
+	bash scripts/install_chromium.sh
+	touch $@
+
+lint:
+	$(BIN)/ruff check garasam tests benchmarks scripts
+
+format:
+	$(BIN)/ruff format garasam tests benchmarks scripts
+	$(BIN)/ruff check --fix garasam tests benchmarks scripts
