@@ -1,3 +1,34 @@
-"""GaRA-SAM: gated-rank adaptation for a robust Segment Anything Model."""
+"""GaRA-SAM: gated-rank adaptation for a robust Segment Anything Model.
+
+The public API is imported lazily so that `import garasam` (and the CLI) start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "build_sam": "garasam.models",
+    "save_sam": "garasam.models",
+    "GaRAConfig": "garasam.adapters",
+    "LoRAConfig": "garasam.adapters",
+    "MoELoRAConfig": "garasam.adapters",
+    "inject_adapters": "garasam.adapters",
+    "save_adapters": "garasam.adapters",
+    "load_adapters": "garasam.adapters",
+    "trainable_parameters": "garasam.adapters",
+    "gate_summary": "garasam.adapters",
+    "GaraSamPredictor": "garasam.predict",
+    "from_pretrained": "garasam.predict",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'garasam' has no attribute {name!r}")

@@ -56,3 +56,75 @@ def sam_config(model_type: str) -> SamConfig:
     if model_type == "tiny":
         decoder.update(mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=64)
     return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+
+
+# The config fields that decide SAM's parameter shapes and forward computation; two configs that
+# agree on these run the same network (dtype, paths and init ranges are irrelevant to a checkpoint).
+_ARCHITECTURE_FIELDS: dict[str, tuple[str, ...]] = {
+    "vision_config": (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "global_attn_indexes",
+        "image_size",
+        "patch_size",
+        "num_channels",
+        "window_size",
+        "output_channels",
+        "num_pos_feats",
+        "mlp_dim",
+        "qkv_bias",
+        "use_abs_pos",
+        "use_rel_pos",
+        "hidden_act",
+        "layer_norm_eps",
+    ),
+    "prompt_encoder_config": (
+        "hidden_size",
+        "image_size",
+        "patch_size",
+        "mask_input_channels",
+        "num_point_embeddings",
+        "hidden_act",
+        "layer_norm_eps",
+    ),
+    "mask_decoder_config": (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "mlp_dim",
+        "attention_downsample_rate",
+        "num_multimask_outputs",
+        "iou_head_depth",
+        "iou_head_hidden_dim",
+        "hidden_act",
+        "layer_norm_eps",
+    ),
+}
+
+
+def architecture(config: SamConfig) -> dict[str, dict[str, object]]:
+    """The architecture-defining fields of `config`, per sub-config, in comparable form."""
+    result: dict[str, dict[str, object]] = {}
+    for part, fields in _ARCHITECTURE_FIELDS.items():
+        values = getattr(config, part).to_dict()
+        result[part] = {f: list(v) if isinstance(v, tuple) else v for f in fields for v in [values.get(f)]}
+    return result
+
+
+def model_type_of_config(config: SamConfig) -> str | None:
+    """The model type whose architecture `config` describes, or None if it matches none of ours."""
+    wanted = architecture(config)
+    return next((name for name in MODEL_TYPES if architecture(sam_config(name)) == wanted), None)
+
+
+def model_type_of_encoder(hidden_size: int, num_hidden_layers: int) -> str | None:
+    """The model type with this image-encoder width and depth (what a bare state dict reveals)."""
+    return next(
+        (
+            name
+            for name, spec in MODEL_TYPES.items()
+            if (spec.hidden_size, spec.num_hidden_layers) == (hidden_size, num_hidden_layers)
+        ),
+        None,
+    )

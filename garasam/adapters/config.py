@@ -1,0 +1,138 @@
+"""Typed configurations of the adapters, one dataclass per adapter type (peft style).
+
+Defaults follow the GaRA-SAM paper (section 1 of the reference); the fields the paper leaves open
+(gate input, scale, target regex) are our documented decisions and stay configurable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from garasam.errors import ConfigError
+
+# The fused qkv Linear of every image-encoder block, in transformers' SamModel
+# (`vision_encoder.layers.N.attn.qkv`) and in the official `segment_anything` Sam
+# (`image_encoder.blocks.N.attn.qkv`).
+QKV_TARGETS = r"(^|\.)(vision_encoder\.layers|image_encoder\.blocks)\.\d+\.attn\.qkv$"
+# Ablation preset: qkv plus both MLP Linears of every block.
+QKV_MLP_TARGETS = (
+    r"(^|\.)(vision_encoder\.layers|image_encoder\.blocks)\.\d+\.(attn\.qkv|mlp\.lin1|mlp\.lin2)$"
+)
+
+Gating = Literal["gated", "unified", "space_only", "random"]
+
+
+@dataclass
+class AdapterConfig:
+    """Fields shared by every adapter type."""
+
+    adapter_type: ClassVar[str] = ""
+    target_modules: str = QKV_TARGETS
+    scale: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["adapter_type"] = self.adapter_type
+        return data
+
+    def __post_init__(self) -> None:
+        if self.scale <= 0:
+            raise ConfigError(f"{type(self).__name__}.scale must be positive, got {self.scale}")
+
+
+@dataclass
+class LoRAConfig(AdapterConfig):
+    """Plain LoRA: `rank` rank-1 components, all always on."""
+
+    adapter_type: ClassVar[str] = "lora"
+    rank: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self, "rank")
+
+
+@dataclass
+class GaRAConfig(AdapterConfig):
+    """Gated-rank adaptation: a low and a high rank space, a space gate and component gates.
+
+    `gating` selects the paper's ablations: "gated" (the method), "unified" (no space gate, one
+    space of `r_high` gated components), "space_only" (gate 1 only: the chosen space fully on),
+    "random" (space and components drawn at random, no learned gates).
+    """
+
+    adapter_type: ClassVar[str] = "gara"
+    r_low: int = 16
+    r_high: int = 256
+    tau: float = 0.5
+    space_gate_hidden: int = 64
+    space_gate_layers: int = 2
+    component_gate_hidden: int = 16
+    component_gate_layers: int = 3
+    gating: Gating = "gated"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("r_low", "r_high", "space_gate_hidden", "space_gate_layers"):
+            _positive(self, name)
+        for name in ("component_gate_hidden", "component_gate_layers"):
+            _positive(self, name)
+        if self.tau <= 0:
+            raise ConfigError(f"GaRAConfig.tau must be positive, got {self.tau}")
+        if self.gating not in ("gated", "unified", "space_only", "random"):
+            raise ConfigError(
+                f"GaRAConfig.gating must be one of gated, unified, space_only, random; got {self.gating!r}"
+            )
+
+    @property
+    def space_ranks(self) -> tuple[int, ...]:
+        """Ranks of the rank spaces, in order (low, high), or one space when unified."""
+        return (self.r_high,) if self.gating == "unified" else (self.r_low, self.r_high)
+
+
+@dataclass
+class MoELoRAConfig(AdapterConfig):
+    """Mixture of LoRA experts of fixed ranks with one shared gate choosing one expert per input."""
+
+    adapter_type: ClassVar[str] = "moe_lora"
+    expert_ranks: tuple[int, ...] = field(default=(16, 128, 256))
+    tau: float = 0.5
+    gate_hidden: int = 64
+    gate_layers: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.expert_ranks = tuple(int(r) for r in self.expert_ranks)
+        if len(self.expert_ranks) < 2 or min(self.expert_ranks) <= 0:
+            raise ConfigError(
+                f"MoELoRAConfig.expert_ranks needs two or more positive ranks, got {self.expert_ranks}"
+            )
+        _positive(self, "gate_hidden")
+        _positive(self, "gate_layers")
+
+
+CONFIG_TYPES: dict[str, type[AdapterConfig]] = {
+    c.adapter_type: c for c in (LoRAConfig, GaRAConfig, MoELoRAConfig)
+}
+
+
+def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
+    """Rebuild a config from `to_dict()` output; unknown types or keys are errors that name them."""
+    data = dict(data)
+    kind = data.pop("adapter_type", None)
+    if kind not in CONFIG_TYPES:
+        raise ConfigError(f"unknown adapter_type {kind!r}; expected one of {sorted(CONFIG_TYPES)}")
+    cls = CONFIG_TYPES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {kind} adapter config key(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+def _positive(config: AdapterConfig, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,136 @@
+"""Inject adapters into a model by module-name regex, and report on them (peft style).
+
+Works on transformers' `SamModel` and on the official `segment_anything` `Sam` alike: only the
+names of the targeted Linear layers matter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from garasam.adapters.config import AdapterConfig
+from garasam.adapters.layers import AdapterLinear, make_adapter
+from garasam.errors import ConfigError
+
+_CONFIG_ATTR = "garasam_adapter_config"
+
+
+def find_targets(model: nn.Module, pattern: str) -> list[tuple[str, nn.Linear]]:
+    """The Linear layers whose qualified name matches `pattern` (re.search), in model order."""
+    regex = re.compile(pattern)
+    found = [(name, module) for name, module in model.named_modules() if name and regex.search(name)]
+    wrong = [name for name, module in found if not isinstance(module, nn.Linear)]
+    if wrong:
+        raise ConfigError(f"target_modules {pattern!r} matches modules that are not nn.Linear: {wrong[:3]}")
+    if not found:
+        raise ConfigError(f"target_modules {pattern!r} matches no module of {type(model).__name__}")
+    return found
+
+
+def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
+    """Freeze every parameter of `model` and wrap each targeted Linear in an adapter, in place.
+
+    Returns the same model, whose adapter and gate parameters are the only trainable ones.
+    """
+    if adapter_config(model) is not None:
+        raise ConfigError("this model already has adapters; build a fresh model to inject others")
+    targets = find_targets(model, config.target_modules)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make_adapter(linear, config).train(linear.training))
+    setattr(model, _CONFIG_ATTR, config)
+    return model
+
+
+def adapter_config(model: nn.Module) -> AdapterConfig | None:
+    """The config the model's adapters were injected with, or None for a plain model."""
+    return getattr(model, _CONFIG_ATTR, None)
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
+    """Every adapter layer of `model` by qualified name, in model order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Adapter and gate weights only (never the frozen base), keyed by qualified name."""
+    state = {}
+    for name, layer in adapter_layers(model).items():
+        for key, value in layer.state_dict().items():
+            if not key.startswith("base."):
+                state[f"{name}.{key}"] = value
+    return state
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """Trainable versus total parameters, plus the adapter's own split into A/B and gates."""
+
+    trainable: int
+    total: int
+    low_rank: int
+    gates: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / max(self.total, 1)
+
+    def __str__(self) -> str:
+        return (
+            f"trainable params: {self.trainable:,} of {self.total:,} ({self.percent:.3f}%); "
+            f"adapter A/B: {self.low_rank:,}, gates: {self.gates:,}"
+        )
+
+
+def trainable_parameters(model: nn.Module) -> ParameterReport:
+    """Count trainable and total parameters, and split adapter parameters into A/B and gate MLPs."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    low_rank = gates = 0
+    for layer in adapter_layers(model).values():
+        low_rank += layer.lora_A.numel() + layer.lora_B.numel()
+        gates += sum(p.numel() for n, p in layer.named_parameters() if not n.startswith(("base.", "lora_")))
+    return ParameterReport(trainable=trainable, total=total, low_rank=low_rank, gates=gates)
+
+
+@dataclass(frozen=True)
+class GateSummary:
+    """One adapter's gate decisions in the last forward, per image of the batch."""
+
+    name: str
+    rows_per_image: int
+    mean_active_rank: torch.Tensor  # [batch] mean effective rank over the image's windows
+    high_fraction: torch.Tensor  # [batch] fraction of the image's windows choosing segment >= 1
+
+
+def gate_summary(model: nn.Module, batch_size: int) -> list[GateSummary]:
+    """Summarise the gate decisions of the last forward of `batch_size` images, per adapter.
+
+    Windowed blocks gate each window (rows are batch-major), global blocks each image.
+    Adapters without gates (plain LoRA) are left out.
+    """
+    summaries = []
+    for name, layer in adapter_layers(model).items():
+        state = layer.gate_state
+        if state is None:
+            continue
+        rows = state.segment.numel()
+        if rows % batch_size:
+            raise ValueError(f"{name}: {rows} gate rows do not split into {batch_size} images")
+        per_image = rows // batch_size
+        summaries.append(
+            GateSummary(
+                name=name,
+                rows_per_image=per_image,
+                mean_active_rank=state.active.float().view(batch_size, per_image).mean(1).cpu(),
+                high_fraction=(state.segment > 0).float().view(batch_size, per_image).mean(1).cpu(),
+            )
+        )
+    return summaries

@@ -1,0 +1,181 @@
+"""Adapter-only save and load: `adapter_config.json` + `adapter_model.safetensors` in a folder.
+
+The folder records the backbone the adapters were trained on (model type, width, depth and the
+checkpoint identity) so that loading them onto another backbone is refused with a clear message.
+Names are stored in transformers' layout; official `segment_anything` names map onto it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import garasam
+from garasam.adapters.config import AdapterConfig, config_from_dict
+from garasam.adapters.inject import (
+    adapter_config,
+    adapter_layers,
+    adapter_state_dict,
+    find_targets,
+    inject_adapters,
+)
+from garasam.errors import CheckpointError, ConfigError
+from garasam.io import atomic_path, atomic_write_text
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+_OFFICIAL, _HF = "image_encoder.blocks.", "vision_encoder.layers."
+
+
+def save_adapters(
+    model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write the model's adapter and gate weights (and nothing of SAM) to `directory`."""
+    config = adapter_config(model)
+    if config is None:
+        raise ConfigError("this model has no adapters to save; call inject_adapters first")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {_canonical(k): v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "garasam_adapter_type": config.adapter_type})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "garasam_version": garasam.__version__,
+        "adapter": config.to_dict(),
+        "backbone": backbone_identity(model, config),
+        "target_modules": [_canonical(n) for n in adapter_layers(model)],
+        **(extra or {}),
+    }
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """Parse and check `adapter_config.json` of an adapter folder."""
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: adapter folder does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not an adapter folder (no {CONFIG_NAME})")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable adapter config ({err})") from err
+    if not isinstance(meta, dict) or "adapter" not in meta or "backbone" not in meta:
+        raise CheckpointError(f"{path}: not a garasam adapter config (missing 'adapter' or 'backbone')")
+    return meta
+
+
+def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: bool = False) -> nn.Module:
+    """Inject the adapters saved in `directory` into `model` and load their weights, in place."""
+    directory = Path(directory)
+    meta = read_adapter_config(directory)
+    try:
+        config = config_from_dict(meta["adapter"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
+    _check_backbone(model, config, meta["backbone"], directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_NAME}")
+    try:
+        saved = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+
+    existing = adapter_config(model)
+    if existing is None:
+        inject_adapters(model, config)
+    elif existing.to_dict() != config.to_dict():
+        raise CheckpointError(
+            f"{directory}: the model already has different adapters ({existing.adapter_type})"
+        )
+    own = {_canonical(k): k for k in adapter_state_dict(model)}
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: adapter weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    current = model.state_dict()
+    with torch.no_grad():
+        for key, name in own.items():
+            if saved[key].shape != current[name].shape:
+                raise CheckpointError(
+                    f"{weights}: {key} has shape {tuple(saved[key].shape)}, model expects {tuple(current[name].shape)}"
+                )
+            current[name].copy_(saved[key])
+    for layer in adapter_layers(model).values():
+        for name, param in layer.named_parameters():
+            if not name.startswith("base."):
+                param.requires_grad_(trainable)
+    _warn_on_other_checkpoint(model, meta["backbone"], directory)
+    return model
+
+
+def backbone_identity(model: nn.Module, config: AdapterConfig) -> dict[str, Any]:
+    """What the adapters depend on: encoder width, depth, model type and checkpoint identity."""
+    from garasam.models.registry import MODEL_TYPES
+
+    targets = [(n, m.base if hasattr(m, "base") else m) for n, m in _target_linears(model, config)]
+    width = targets[0][1].in_features
+    depth = len({_block_index(n) for n, _ in targets})
+    model_type = next(
+        (t for t, s in MODEL_TYPES.items() if s.hidden_size == width and s.num_hidden_layers == depth),
+        "custom",
+    )
+    return {
+        "model_type": model_type,
+        "hidden_size": width,
+        "num_blocks": depth,
+        "checkpoint": getattr(model, "garasam_checkpoint", None),
+    }
+
+
+def _target_linears(model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
+    layers = adapter_layers(model)
+    return list(layers.items()) if layers else find_targets(model, config.target_modules)
+
+
+def _check_backbone(model: nn.Module, config: AdapterConfig, saved: dict[str, Any], directory: Path) -> None:
+    try:
+        mine = backbone_identity(model, config)
+    except ConfigError as err:
+        raise CheckpointError(f"{directory}: these adapters do not fit this model ({err})") from err
+    if (mine["hidden_size"], mine["num_blocks"]) != (saved.get("hidden_size"), saved.get("num_blocks")):
+        raise CheckpointError(
+            f"{directory}: adapters were made for a {saved.get('model_type')} backbone "
+            f"(width {saved.get('hidden_size')}, {saved.get('num_blocks')} blocks), but this model is "
+            f"{mine['model_type']} (width {mine['hidden_size']}, {mine['num_blocks']} blocks)"
+        )
+
+
+def _warn_on_other_checkpoint(model: nn.Module, saved: dict[str, Any], directory: Path) -> None:
+    mine, theirs = getattr(model, "garasam_checkpoint", None), saved.get("checkpoint")
+    if mine and theirs and mine.get("sha256") != theirs.get("sha256"):
+        warnings.warn(
+            f"{directory}: adapters were trained on checkpoint {theirs.get('name')}, "
+            f"the model was loaded from {mine.get('name')}",
+            stacklevel=3,
+        )
+
+
+def _canonical(name: str) -> str:
+    return name.replace(_OFFICIAL, _HF)
+
+
+def _block_index(name: str) -> str:
+    canonical = _canonical(name)
+    if _HF in canonical:
+        return canonical.split(_HF, 1)[1].split(".", 1)[0]
+    return canonical.rsplit(".", 1)[0]
