@@ -1,0 +1,320 @@
+"""`garasam corrupt`: write a degraded copy of any dataset in the Robust-Seg layout.
+
+Output: `clear/<id>.jpg`, `masks/<id>.npy`, one `<folder>/<id>.jpg` per degradation (and severity, for
+imagenet-c), plus `masks_<folder>/<id>.npy` for geometric degradations whose masks move with the image.
+Each degraded image is reproducible on its own (its seed comes from the image id, the degradation and
+the base seed), so the work is split over processes and an interrupted run is resumed by running the
+same command again: finished files are kept, every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from garasam.data.readers import (
+    CLEAN_DIR,
+    MASKS_DIR,
+    Reader,
+    masks_dir_for,
+    open_dataset,
+    save_jpeg,
+    save_masks,
+)
+from garasam.errors import ConfigError, DataError
+from garasam.io import atomic_write_text
+
+MANIFEST = "corrupt.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", help="source dataset, <reader>:<path> (robustseg, coco, folder, cityscapes)"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (Robust-Seg layout)")
+    parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
+    parser.add_argument(
+        "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
+    )
+    parser.add_argument("--only", help="comma-separated degradation names (default: the whole suite)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="worker processes (default min(4, CPUs))",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base seed of every degradation (default 0)")
+    parser.add_argument(
+        "--strict", action="store_true", help="stop at the first bad image instead of skipping it"
+    )
+    parser.add_argument("--list", action="store_true", help="list the suites, degradations and folder names")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One degraded version of every image: a degradation at one severity, written to `folder`."""
+
+    degradation: str
+    severity: int
+    folder: str
+    geometric: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs besides the image index; sent once per worker process."""
+
+    reader: Reader
+    out: Path
+    suite: str
+    outputs: tuple[Output, ...]
+    seed: int
+    strict: bool
+
+
+@dataclass
+class Result:
+    written: int = 0
+    existing: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def expected_files(out: Path, image_id: str, outputs: tuple[Output, ...]) -> list[Path]:
+    """Every file `corrupt` writes for one image."""
+    files = [out / CLEAN_DIR / f"{image_id}.jpg", out / MASKS_DIR / f"{image_id}.npy"]
+    for output in outputs:
+        files.append(out / output.folder / f"{image_id}.jpg")
+        if output.geometric:
+            files.append(out / masks_dir_for(output.folder) / f"{image_id}.npy")
+    return files
+
+
+def process_image(job: Job, index: int) -> Result:
+    """Write every missing output of image `index`; masks before images, so a present image means done."""
+    from garasam.data.degradations import get_degradation, seed_for
+
+    result = Result()
+    try:
+        sample = job.reader[index]
+    except DataError as err:
+        if job.strict:
+            raise
+        result.problems.append(str(err))
+        return result
+    image_id = sample.meta["image_id"]
+    masks = np.stack(sample.masks)
+    clean_mask_path = job.out / MASKS_DIR / f"{image_id}.npy"
+    _write_missing(result, clean_mask_path, save_masks, masks)
+    _write_missing(result, job.out / CLEAN_DIR / f"{image_id}.jpg", save_jpeg, sample.image)
+    images = torch.from_numpy(sample.image).permute(2, 0, 1)[None].contiguous()
+    mask_tensor = torch.from_numpy(masks)
+    for output in job.outputs:
+        image_path = job.out / output.folder / f"{image_id}.jpg"
+        mask_path = job.out / masks_dir_for(output.folder) / f"{image_id}.npy" if output.geometric else None
+        if image_path.is_file() and (mask_path is None or mask_path.is_file()):
+            result.existing += 1 + (mask_path is not None)
+            continue
+        degradation = get_degradation(job.suite, output.degradation)
+        seed = seed_for(image_id, output.degradation, output.severity, job.seed)
+        try:
+            degraded, warped = degradation(
+                images,
+                [seed],
+                severity=output.severity,
+                masks=[mask_tensor] if mask_path is not None else None,
+            )
+        except DataError as err:
+            if job.strict:
+                raise
+            result.problems.append(f"{sample.meta['source']}: {output.folder}: {err}")
+            continue
+        if mask_path is not None:
+            _write_missing(result, mask_path, save_masks, warped[0].numpy())
+        _write_missing(result, image_path, save_jpeg, degraded[0].permute(1, 2, 0).numpy())
+    return result
+
+
+def _write_missing(
+    result: Result, path: Path, write: Callable[[Path, np.ndarray], None], data: np.ndarray
+) -> None:
+    """Write `data` to `path` unless a finished copy exists (a resumed run never rewrites a file)."""
+    if path.is_file():
+        result.existing += 1
+    else:
+        write(path, data)
+        result.written += 1
+
+
+_JOB: Job | None = None
+
+
+def _init_worker(job: Job) -> None:
+    global _JOB
+    _JOB = job
+    torch.set_num_threads(1)  # parallelism comes from the processes
+
+
+def _work(index: int) -> Result:
+    assert _JOB is not None, "worker used before _init_worker"
+    return process_image(_JOB, index)
+
+
+def _outputs(suite: str, severities: str | None, only: str | None) -> tuple[Output, ...]:
+    from garasam.data.degradations import SUITES, folder_name, get_suite
+
+    if suite not in SUITES:
+        raise ConfigError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
+    degradations = list(get_suite(suite))
+    if only:
+        wanted = [name.strip() for name in only.split(",") if name.strip()]
+        names = [d.name for d in degradations]
+        unknown = [name for name in wanted if name not in names]
+        if unknown:
+            raise ConfigError(
+                f"--only: unknown degradation(s) {unknown} in suite {suite}; names: {', '.join(names)}"
+            )
+        degradations = [d for d in degradations if d.name in wanted]
+    requested = None
+    if severities:
+        try:
+            requested = sorted({int(value) for value in severities.split(",") if value.strip()})
+        except ValueError:
+            raise ConfigError(f"--severities must be comma-separated integers, got {severities!r}") from None
+    outputs = []
+    for degradation in degradations:
+        levels = degradation.severities if requested is None else requested
+        bad = [level for level in levels if level not in degradation.severities]
+        if bad:
+            raise ConfigError(
+                f"--severities {bad} not available for {suite}/{degradation.name} "
+                f"(severities: {list(degradation.severities)})"
+            )
+        outputs.extend(
+            Output(degradation.name, level, folder_name(degradation, level), degradation.geometric)
+            for level in levels
+        )
+    return tuple(outputs)
+
+
+def _list_suites() -> int:
+    from garasam.data.degradations import SUITES, folder_name, get_suite
+
+    for suite in SUITES:
+        print(f"{suite}:")
+        for degradation in get_suite(suite):
+            folders = list(dict.fromkeys(folder_name(degradation, s) for s in degradation.severities))
+            folders = folders[0] if len(folders) == 1 else f"{folders[0]} .. {folders[-1]}"
+            flags = " (geometric: masks warped)" if degradation.geometric else ""
+            print(f"  {degradation.name:<20} severities {list(degradation.severities)} -> {folders}/{flags}")
+    return 0
+
+
+def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Refuse to mix two different seeds or suites in one output folder (resuming needs the same run)."""
+    path = out / MANIFEST
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: unreadable manifest of an earlier run ({err})") from None
+        for key in ("suite", "seed"):
+            if previous.get(key) != manifest[key]:
+                raise ConfigError(
+                    f"{out} was written with {key}={previous.get(key)!r}, this run has {manifest[key]!r}; "
+                    "use another --out or the same settings to resume"
+                )
+        return
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Temp files of a killed run (`.<name>.<random>.tmp`, see garasam.io.atomic_path) are garbage."""
+    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
+        for path in folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list_suites()
+    if not args.data or args.out is None:
+        raise ConfigError("--data and --out are required (or use --list)")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    outputs = _outputs(args.suite, args.severities, args.only)
+    reader = open_dataset(args.data, strict=args.strict)
+    discovery_problems = [
+        str(problem) for problem in reader.problems
+    ]  # pairing; loading problems come back per image
+    out: Path = args.out
+    ids = [reader.image_id(i) for i in range(len(reader))]
+    duplicates = [name for name, count in Counter(ids).items() if count > 1]
+    if duplicates:
+        raise DataError(
+            f"{args.data}: image ids must be unique to name output files, repeated: {duplicates[:5]}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out, {"suite": args.suite, "seed": args.seed, "data": args.data})
+    _remove_stale_temp_files(out)
+
+    pending = [
+        i
+        for i, image_id in enumerate(ids)
+        if not all(p.is_file() for p in expected_files(out, image_id, outputs))
+    ]
+    job = Job(reader=reader, out=out, suite=args.suite, outputs=outputs, seed=args.seed, strict=args.strict)
+    total = Result()
+    start = time.perf_counter()
+    workers = min(args.workers, len(pending))
+    bar = tqdm(total=len(pending), desc="corrupt", unit="img", dynamic_ncols=True)
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(
+            1
+        )  # small per-image ops: extra threads only contend (10x slower on a busy machine)
+        try:
+            _collect((process_image(job, index) for index in pending), total, bar)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        with multiprocessing.get_context().Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+            _collect(pool.imap_unordered(_work, pending), total, bar)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    problems = discovery_problems + total.problems
+    complete = len(ids) - len(pending)
+    kept = total.existing + complete * (2 + sum(1 + output.geometric for output in outputs))
+    per_image = f", {elapsed / len(pending):.2f} s/image" if pending else ""
+    print(
+        f"corrupt: {len(ids)} image(s), clear + {len(outputs)} degraded folder(s) in {out}: "
+        f"{total.written} file(s) written, {kept} already present ({complete} image(s) complete before this run), "
+        f"{len(problems)} problem(s), {elapsed:.1f} s{per_image} with {max(workers, 1)} worker(s)"
+    )
+    for problem in problems[:10]:
+        print(f"  problem: {problem}", file=sys.stderr)
+    if len(problems) > 10:
+        print(f"  ... and {len(problems) - 10} more", file=sys.stderr)
+    if pending and total.written == 0 and total.problems:
+        raise DataError(f"{args.data}: no image could be processed; first problem: {total.problems[0]}")
+    return 0
+
+
+def _collect(results: Any, total: Result, bar: tqdm) -> None:
+    for result in results:
+        total.written += result.written
+        total.existing += result.existing
+        total.problems.extend(result.problems)
+        bar.update(1)

@@ -1,0 +1,307 @@
+"""Synthetic segmentation scenes: textured shapes composited onto real photographs.
+
+They let the demo, the tests and `garasam synth` train and evaluate without downloading a dataset.
+Masks are exact: each object's mask is its visible region after later objects occlude it. The test
+split uses other shape families and other background photographs than the train split, so a test
+score measures generalisation, not memorisation. Backgrounds are the photographs bundled inside the
+scikit-image wheel (read from its data folder; images that `skimage.data` fetches with pooch are not
+used, so nothing is ever downloaded).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from garasam.data.readers import CLEAN_DIR, MASKS_DIR, Sample, save_jpeg, save_masks
+from garasam.errors import ConfigError, DataError
+
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
+
+# Files shipped in skimage/data of the wheel (no pooch download). Grayscale ones get a random tint.
+# motorcycle_right is left out: it is the stereo twin of motorcycle_left, a train background.
+BACKGROUNDS: dict[Split, tuple[str, ...]] = {
+    "train": (
+        "astronaut.png",
+        "coffee.png",
+        "chelsea.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+        "brick.png",
+        "grass.png",
+        "camera.png",
+    ),
+    "test": (
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "retina.jpg",
+        "gravel.png",
+        "moon.png",
+        "coins.png",
+        "cell.png",
+    ),
+}
+
+
+@functools.cache
+def _background(name: str) -> tuple[np.ndarray, bool]:
+    """A bundled photograph as RGB, and whether it is grayscale."""
+    import skimage.data
+
+    path = Path(skimage.data.__file__).parent / name
+    if not path.is_file():
+        raise DataError(f"{path}: background image missing from the scikit-image installation")
+    with Image.open(path) as img:
+        gray = img.mode in ("L", "LA", "I;16")
+        return np.asarray(img.convert("RGB")), gray
+
+
+def _crop_background(
+    rng: np.random.Generator, split: Split, height: int, width: int
+) -> tuple[str, np.ndarray]:
+    name = BACKGROUNDS[split][rng.integers(len(BACKGROUNDS[split]))]
+    photo, gray = _background(name)
+    ph, pw = photo.shape[:2]
+    aspect = width / height
+    crop_h = int(min(ph, pw / aspect) * rng.uniform(0.35, 1.0))
+    crop_w = max(1, min(pw, int(round(crop_h * aspect))))
+    top, left = rng.integers(ph - crop_h + 1), rng.integers(pw - crop_w + 1)
+    crop = photo[top : top + crop_h, left : left + crop_w]
+    interpolation = cv2.INTER_AREA if crop_h > height else cv2.INTER_LINEAR
+    image = cv2.resize(crop, (width, height), interpolation=interpolation).astype(np.float32)
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    if gray:  # tint grayscale photographs so colour does not give the objects away
+        image = image * rng.uniform(0.55, 1.0, size=3).astype(np.float32)
+    return name, image
+
+
+# -- shapes: each draws a filled bool mask around (cx, cy) with size r ---------------------------------
+def _polygon(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    canvas = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(canvas, [np.round(points * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    return canvas.astype(bool)
+
+
+def _radial(cx: float, cy: float, radii: np.ndarray, angles: np.ndarray, rotation: float) -> np.ndarray:
+    return np.stack([cx + radii * np.cos(angles + rotation), cy + radii * np.sin(angles + rotation)], axis=1)
+
+
+def _ellipse(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    angles = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    ratio = rng.uniform(0.35, 1.0)
+    points = np.stack([r * np.cos(angles), r * ratio * np.sin(angles)], axis=1)
+    theta = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return _polygon(points @ rot.T + [cx, cy], h, w)
+
+
+def _convex_polygon(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    angles = np.sort(rng.uniform(0, 2 * np.pi, size=rng.integers(3, 9)))
+    return _polygon(_radial(cx, cy, r * rng.uniform(0.75, 1.0, angles.size), angles, 0.0), h, w)
+
+
+def _star(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    spikes = int(rng.integers(4, 9))
+    angles = np.linspace(0, 2 * np.pi, 2 * spikes, endpoint=False)
+    radii = np.where(np.arange(2 * spikes) % 2 == 0, r, r * rng.uniform(0.35, 0.6))
+    return _polygon(_radial(cx, cy, radii, angles, rng.uniform(0, np.pi)), h, w)
+
+
+def _rectangle(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    half = np.array([r, r * rng.uniform(0.3, 1.0)])
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+    theta = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return _polygon(corners @ rot.T + [cx, cy], h, w)
+
+
+def _ring(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    angles = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    outer = _polygon(_radial(cx, cy, np.full(72, r), angles, 0.0), h, w)
+    inner = _polygon(_radial(cx, cy, np.full(72, r * rng.uniform(0.4, 0.7)), angles, 0.0), h, w)
+    return outer & ~inner
+
+
+def _blob(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    angles = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+    radii = np.ones_like(angles)
+    for k in range(2, 6):
+        radii += rng.uniform(0, 0.35 / k * 2) * np.cos(k * angles + rng.uniform(0, 2 * np.pi))
+    return _polygon(_radial(cx, cy, r * radii / radii.max(), angles, 0.0), h, w)
+
+
+def _crescent(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    angles = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+    disc = _polygon(_radial(cx, cy, np.full(72, r), angles, 0.0), h, w)
+    theta, shift = rng.uniform(0, 2 * np.pi), r * rng.uniform(0.35, 0.6)
+    bite = _polygon(
+        _radial(cx + shift * np.cos(theta), cy + shift * np.sin(theta), np.full(72, r * 0.85), angles, 0.0),
+        h,
+        w,
+    )
+    return disc & ~bite
+
+
+def _cross(rng: np.random.Generator, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    t = rng.uniform(0.25, 0.45)
+    outline = np.array(
+        [
+            [-t, -1],
+            [t, -1],
+            [t, -t],
+            [1, -t],
+            [1, t],
+            [t, t],
+            [t, 1],
+            [-t, 1],
+            [-t, t],
+            [-1, t],
+            [-1, -t],
+            [-t, -t],
+        ]
+    )
+    theta = rng.uniform(0, np.pi / 2)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return _polygon(outline * r @ rot.T + [cx, cy], h, w)
+
+
+ShapeFn = Callable[[np.random.Generator, float, float, float, int, int], np.ndarray]
+SHAPES: dict[Split, dict[str, ShapeFn]] = {
+    "train": {"ellipse": _ellipse, "polygon": _convex_polygon, "star": _star, "rectangle": _rectangle},
+    "test": {"ring": _ring, "blob": _blob, "crescent": _crescent, "cross": _cross},
+}
+
+
+# -- textures: fill an H x W x 3 float patch -------------------------------------------------------------
+def _texture(rng: np.random.Generator, height: int, width: int) -> tuple[str, np.ndarray]:
+    kind = ("flat", "gradient", "stripes", "noise")[rng.integers(4)]
+    first, second = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+    if kind == "flat":
+        return kind, np.broadcast_to(first, (height, width, 3))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    along = xs * np.cos(theta) + ys * np.sin(theta)
+    if kind == "gradient":
+        t = (along - along.min()) / max(float(np.ptp(along)), 1.0)
+    elif kind == "stripes":
+        t = (np.sin(along * (2 * np.pi / rng.uniform(5, 18))) > 0).astype(np.float32)
+    else:
+        t = np.full((height, width), 0.5, np.float32)
+    patch = first + t[..., None] * (second - first)
+    if kind == "noise":
+        patch = patch + rng.normal(0, 28, size=(height, width, 3)).astype(np.float32)
+    return kind, patch
+
+
+def generate_scene(
+    seed: int,
+    size: tuple[int, int] = (256, 256),
+    split: Split = "train",
+    num_objects: tuple[int, int] = (2, 5),
+) -> Sample:
+    """One deterministic scene: `size` is (height, width), `num_objects` an inclusive range.
+
+    Objects are painted in order, later ones occluding earlier ones; objects whose visible area ends
+    below max(16, 0.4% of the image) pixels are dropped, so every mask is a usable target.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    height, width = (int(v) for v in size)
+    if height < 16 or width < 16:
+        raise ConfigError(f"scene size must be at least 16x16, got {width}x{height}")
+    low, high = num_objects
+    if not 1 <= low <= high:
+        raise ConfigError(f"num_objects must be a range 1 <= low <= high, got {num_objects}")
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    background, image = _crop_background(rng, split, height, width)
+    min_area = max(16, int(0.004 * height * width))
+    families = SHAPES[split]
+    names = list(families)
+    while True:  # deterministic: only retried (with further draws) if every object ended up hidden
+        shapes, kinds = [], []
+        for _ in range(rng.integers(low, high + 1)):
+            kind = names[rng.integers(len(names))]
+            radius = rng.uniform(0.08, 0.3) * min(height, width)
+            cx, cy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
+            shape = families[kind](rng, cx, cy, radius, height, width)
+            rows, cols = np.nonzero(shape)
+            if rows.size == 0:
+                continue
+            top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+            texture_kind, patch = _texture(rng, bottom - top, right - left)
+            region = shape[top:bottom, left:right]
+            image[top:bottom, left:right][region] = patch[region]
+            shapes.append(shape)
+            kinds.append(f"{kind}/{texture_kind}")
+        covered = np.zeros((height, width), bool)
+        visible: list[tuple[int, np.ndarray]] = []
+        for index in range(len(shapes) - 1, -1, -1):
+            mask = shapes[index] & ~covered
+            covered |= shapes[index]
+            if mask.sum() >= min_area:
+                visible.append((index, mask))
+        if visible:
+            break
+    visible.reverse()
+    return Sample(
+        image=np.clip(np.rint(image), 0, 255).astype(np.uint8),
+        masks=[mask for _, mask in visible],
+        meta={
+            "source": f"synthetic:{split}:{seed}",
+            "image_id": scene_id(seed, split),
+            "object_ids": [index for index, _ in visible],
+            "shapes": [kinds[index] for index, _ in visible],
+            "dataset": "synthetic",
+            "background": background,
+        },
+    )
+
+
+def scene_id(seed: int, split: Split) -> str:
+    """File stem of a scene: a function of its content, so overlapping seed ranges share files."""
+    return f"{split}_{seed:07d}"
+
+
+class WriteStats(NamedTuple):
+    written: int
+    skipped: int
+
+
+def write_scenes(
+    out: Path,
+    num: int,
+    seed: int,
+    size: tuple[int, int] = (256, 256),
+    split: Split = "train",
+) -> WriteStats:
+    """Write scenes `seed .. seed+num-1` in the Robust-Seg layout: clear/<id>.jpg and masks/<id>.npy.
+
+    Files are written atomically (masks first, then the image) and existing files are kept, so an
+    interrupted run can simply be repeated.
+    """
+    if num < 1:
+        raise ConfigError(f"--num must be >= 1, got {num}")
+    out = Path(out)
+    written = skipped = 0
+    for scene_seed in tqdm(range(seed, seed + num), desc="synth", unit="scene", dynamic_ncols=True):
+        stem = scene_id(scene_seed, split)
+        image_path, mask_path = out / CLEAN_DIR / f"{stem}.jpg", out / MASKS_DIR / f"{stem}.npy"
+        if image_path.is_file() and mask_path.is_file():
+            skipped += 1
+            continue
+        sample = generate_scene(scene_seed, size=size, split=split)
+        if not mask_path.is_file():
+            save_masks(mask_path, sample.masks)
+        if not image_path.is_file():
+            save_jpeg(image_path, sample.image)
+        written += 1
+    return WriteStats(written, skipped)
