@@ -105,11 +105,14 @@ _ARCHITECTURE_FIELDS: dict[str, tuple[str, ...]] = {
 
 def architecture(config: SamConfig) -> dict[str, dict[str, object]]:
     """The architecture-defining fields of `config`, per sub-config, in comparable form."""
-    result: dict[str, dict[str, object]] = {}
-    for part, fields in _ARCHITECTURE_FIELDS.items():
-        values = getattr(config, part).to_dict()
-        result[part] = {f: list(v) if isinstance(v, tuple) else v for f in fields for v in [values.get(f)]}
-    return result
+    return {
+        part: {field: _comparable(getattr(getattr(config, part), field, None)) for field in fields}
+        for part, fields in _ARCHITECTURE_FIELDS.items()
+    }
+
+
+def _comparable(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def model_type_of_config(config: SamConfig) -> str | None:

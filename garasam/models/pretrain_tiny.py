@@ -1,0 +1,263 @@
+"""Train the bundled `tiny` SAM from scratch on clean synthetic scenes (`garasam pretrain-tiny`).
+
+The tiny model has SAM's exact architecture (windowed and global encoder blocks, prompt encoder,
+two-way mask decoder) at a size that runs in milliseconds on a CPU. It is trained on *clean* scenes
+only, with SAM's recipe in miniature: per object a box or 1-3 points, focal + dice on the masks
+(best of three for points), MSE on the IoU head. Degradations are never seen here, so they hurt the
+model as they hurt SAM, which is what the adapters then have to recover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+from transformers import SamModel
+
+from garasam.data.prompts import eval_prompt, mask_box, sample_points
+from garasam.data.synthetic import generate_scene
+from garasam.data.transforms import SamTransform
+from garasam.io import atomic_write_text
+from garasam.models.build import TINY_WEIGHTS
+from garasam.models.checkpoint import save_sam
+from garasam.models.registry import sam_config
+from garasam.train.losses import mask_losses
+
+MAX_POINTS = 3
+PAD_LABEL = -10  # transformers' SAM ignores points with this label
+SHAPES = ((256, 256), (192, 256), (256, 192), (224, 256), (256, 160))
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of a pretraining run; the defaults produced the bundled weights."""
+
+    out: Path = TINY_WEIGHTS
+    steps: int = 6000
+    time_budget: float | None = None  # seconds; the schedule follows whichever of steps/time ends first
+    batch_size: int = 48
+    objects_per_image: int = 4
+    lr: float = 6e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 300
+    device: str = "auto"
+    workers: int = max(1, (os.cpu_count() or 2) - 1)
+    seed: int = 0
+    eval_scenes: int = 200
+
+
+class SceneStream(IterableDataset):
+    """An endless stream of clean training scenes with one random prompt of each kind per object."""
+
+    def __init__(self, seed: int, objects: int, image_size: int) -> None:
+        self.seed, self.objects, self.transform = seed, objects, SamTransform(image_size)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, worker])
+        index = worker
+        while True:
+            scene_seed = self.seed * 10_000_000 + index
+            index += workers
+            shape = SHAPES[rng.integers(len(SHAPES))]
+            yield self._item(generate_scene(scene_seed, size=shape, split="train"), rng)
+
+    def _item(self, sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        size = self.transform.image_size
+        original = sample.image.shape[:2]
+        image = self.transform.apply_image(sample.image)
+        h, w = image.shape[-2:]
+        chosen = rng.permutation(len(sample.masks))[: self.objects]
+        chosen = np.resize(chosen, self.objects)  # repeat objects when the scene has fewer
+        masks = np.stack([sample.masks[i] for i in chosen])
+        points = np.zeros((self.objects, MAX_POINTS, 2), np.float32)
+        labels = np.full((self.objects, MAX_POINTS), PAD_LABEL, np.int64)
+        boxes = np.zeros((self.objects, 4), np.float32)
+        for row, mask in enumerate(masks):
+            k = int(rng.integers(1, MAX_POINTS + 1))
+            coords, point_labels = sample_points(mask, k, rng)
+            points[row, :k] = self.transform.apply_coords(coords, original)
+            labels[row, :k] = point_labels
+            boxes[row] = self.transform.apply_boxes(mask_box(mask, 0.1, rng)[None], original)[0]
+        padded = torch.zeros(3, size, size, dtype=torch.uint8)
+        padded[:, :h, :w] = image
+        target = torch.zeros(self.objects, size, size, dtype=torch.bool)
+        target[:, :h, :w] = self.transform.apply_masks(masks, original)
+        return {
+            "image": padded,
+            "size": torch.tensor([h, w]),
+            "masks": target,
+            "points": torch.from_numpy(points),
+            "labels": torch.from_numpy(labels),
+            "boxes": torch.from_numpy(boxes),
+        }
+
+
+def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
+    """Train tiny SAM from scratch, write its safetensors and a JSON model card next to it."""
+    device = torch.device(_pick_device(config.device))
+    torch.manual_seed(config.seed)
+    model = SamModel(sam_config("tiny")).to(device).train()  # fresh weights, never the bundled ones
+    transform = SamTransform(model.config.vision_config.image_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = DataLoader(
+        SceneStream(config.seed, config.objects_per_image, transform.image_size),
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.workers > 0,
+        worker_init_fn=_one_thread,
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    start, history, step = time.time(), [], 0
+    bar = tqdm(total=config.steps, desc="pretrain tiny SAM", unit="step", dynamic_ncols=True)
+    for batch in loader:
+        progress = max(step / config.steps, (time.time() - start) / (config.time_budget or math.inf))
+        if progress >= 1:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * _schedule(step, progress, config.warmup_steps)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        pixels = transform.preprocess(batch["image"], [tuple(s) for s in batch["size"].tolist()])
+        with autocast:
+            embeddings = model.vision_encoder(pixels).last_hidden_state
+            point_out = model(
+                image_embeddings=embeddings,
+                input_points=batch["points"],
+                input_labels=batch["labels"],
+                multimask_output=True,
+            )
+            box_out = model(image_embeddings=embeddings, input_boxes=batch["boxes"], multimask_output=False)
+        sizes = batch["size"][:, None].expand(-1, config.objects_per_image, -1)
+        point_loss = mask_losses(
+            point_out.pred_masks, point_out.iou_scores, batch["masks"], input_sizes=sizes
+        )
+        box_loss = mask_losses(box_out.pred_masks, box_out.iou_scores, batch["masks"], input_sizes=sizes)
+        loss = point_loss.total + box_loss.total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            record = {"step": step, "seconds": round(time.time() - start, 1), "loss": float(loss)}
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+    bar.close()
+    seconds = time.time() - start
+    model.eval()
+    card = {
+        "model_type": "tiny",
+        "config": model.config.vision_config.to_dict()
+        | {"decoder": model.config.mask_decoder_config.to_dict()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": asdict(config)
+        | {"out": str(config.out), "steps_done": step, "seconds": round(seconds, 1)},
+        "hardware": _hardware(device),
+        "data": "clean synthetic scenes (garasam.data.synthetic, train split), one box and one 1-3 point prompt "
+        "per object, up to 4 objects per image",
+        "clear_iou_test_split": clear_iou(model, config.eval_scenes, device),
+        "loss_history": history,
+    }
+    save_sam(model.float().cpu(), config.out)
+    card_path = Path(config.out).with_suffix(".json")
+    atomic_write_text(card_path, json.dumps(card, indent=2, default=str) + "\n")
+    return card
+
+
+@torch.inference_mode()
+def clear_iou(model: SamModel, scenes: int, device: torch.device) -> dict[str, float]:
+    """Mean IoU on clean test-split scenes with the evaluation prompts (a quick check, not the protocol)."""
+    transform = SamTransform(model.config.vision_config.image_size)
+    totals = {"point": [], "box": []}
+    for seed in range(scenes):
+        sample = generate_scene(10_000_000 + seed, split="test")
+        original = sample.image.shape[:2]
+        image = transform.apply_image(sample.image)
+        pixels = transform.preprocess(image[None].to(device))
+        embeddings = model.get_image_embeddings(pixels)
+        for kind in totals:
+            prompts = [transform.apply_prompt(eval_prompt(m, kind), original) for m in sample.masks]
+            if kind == "box":
+                boxes = torch.tensor(np.stack([p.box for p in prompts]), device=device)[None]
+                out = model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=False)
+                logits = out.pred_masks[0, :, 0]
+            else:
+                points = torch.tensor(np.stack([p.points for p in prompts]), device=device)[None]
+                labels = torch.tensor(np.stack([p.labels for p in prompts]), device=device)[None]
+                out = model(image_embeddings=embeddings, input_points=points, input_labels=labels)
+                best = out.iou_scores[0].argmax(-1)
+                logits = out.pred_masks[0, torch.arange(len(prompts)), best]
+            pred = transform.postprocess_masks(logits.float(), tuple(image.shape[-2:]), original) > 0
+            gt = torch.from_numpy(np.stack(sample.masks)).to(device)
+            inter = (pred & gt).flatten(1).sum(1).float()
+            union = (pred | gt).flatten(1).sum(1).float()
+            totals[kind].extend(torch.where(union > 0, inter / union.clamp(min=1), 1.0).tolist())
+    return {kind: round(100 * float(np.mean(v)), 2) for kind, v in totals.items()}
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # workers draw scenes in numpy; torch threads would only oversubscribe
+
+
+def _schedule(step: int, progress: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5% over the run's progress (steps or time)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{platform.processor() or platform.machine()} CPU x{os.cpu_count()} (torch {torch.__version__})"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = PretrainConfig()
+    parser.add_argument("--out", type=Path, default=defaults.out, help="safetensors file to write")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--eval-scenes", type=int, default=defaults.eval_scenes)
+
+
+def run(args: argparse.Namespace) -> int:
+    card = pretrain_tiny(
+        PretrainConfig(
+            out=args.out,
+            steps=args.steps,
+            time_budget=args.time_budget,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            workers=args.workers,
+            seed=args.seed,
+            eval_scenes=args.eval_scenes,
+        )
+    )
+    print(json.dumps({k: card[k] for k in ("clear_iou_test_split", "training", "hardware")}, indent=2))
+    return 0

@@ -1,0 +1,134 @@
+"""The official `segment_anything` SAM in the `tiny` configuration: our parity reference.
+
+`import segment_anything` imports torchvision at package import time, for the automatic mask
+generator (`torchvision.ops.boxes.batched_nms`, `box_area`) and the predictor's resize transform
+(`torchvision.transforms.functional.resize`, `to_pil_image`). torchvision is not installed here:
+the PyPI wheel is built against another torch and does not import beside our CPU torch. When it is
+missing, a stand-in whose functions raise is put in `sys.modules` for the duration of that import
+only: any test reaching those functions fails instead of comparing against a fake, and transformers,
+which probes for torchvision to pick image processors, still sees it missing afterwards. The tests
+use only `segment_anything.modeling`, which never calls them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import types
+from collections.abc import Iterator
+from functools import partial
+
+import torch
+
+__all__ = ["PIXEL_MEAN", "PIXEL_STD", "TINY", "Sam", "official_tiny_sam", "sam_model_registry"]
+
+_TORCHVISION_USES = {
+    "torchvision.ops.boxes": ("batched_nms", "box_area"),
+    "torchvision.transforms.functional": ("resize", "to_pil_image"),
+}
+
+
+def _unavailable(name: str, *args: object, **kwargs: object) -> None:
+    raise AssertionError(f"{name} called, but torchvision is only a test stand-in here")
+
+
+@contextlib.contextmanager
+def _torchvision_stand_in() -> Iterator[None]:
+    added: list[str] = []
+    for module_name, functions in _TORCHVISION_USES.items():
+        parts = module_name.split(".")
+        for depth in range(1, len(parts) + 1):
+            name = ".".join(parts[:depth])
+            if name not in sys.modules:
+                sys.modules[name] = types.ModuleType(name)
+                added.append(name)
+                if depth > 1:
+                    setattr(sys.modules[".".join(parts[: depth - 1])], parts[depth - 1], sys.modules[name])
+        for function in functions:
+            setattr(sys.modules[module_name], function, partial(_unavailable, f"{module_name}.{function}"))
+    try:
+        yield
+    finally:
+        for name in added:
+            del sys.modules[name]
+
+
+_HAS_TORCHVISION = "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None
+with contextlib.nullcontext() if _HAS_TORCHVISION else _torchvision_stand_in():
+    from segment_anything.build_sam import sam_model_registry
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+# The `tiny` architecture written out literally, so that the parity test also checks that
+# garasam's transformers config describes the same network (test_official_parity.py).
+TINY = {
+    "embed_dim": 160,
+    "depth": 6,
+    "num_heads": 4,
+    "global_attn_indexes": (2, 5),
+    "window_size": 8,
+    "image_size": 256,
+    "patch_size": 16,
+    "out_chans": 64,
+    "mask_in_chans": 16,
+    "decoder_depth": 2,
+    "decoder_mlp_dim": 256,
+    "decoder_heads": 4,
+    "iou_head_depth": 3,
+    "iou_head_hidden_dim": 64,
+}
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def official_tiny_sam() -> Sam:
+    """The official SAM with the `tiny` numbers and every tensor random (zero-init ones included),
+    so that a key that was dropped or mis-mapped during conversion changes the outputs.
+
+    The std is twice 1/sqrt(fan_in) so that attention is far from uniform: then replacing any single
+    tensor moves the outputs by more than 10x the parity tolerance (measured for all 231 tensors but
+    the attention key biases, which softmax ignores by construction).
+    """
+    embedding = TINY["image_size"] // TINY["patch_size"]
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=TINY["image_size"],
+            patch_size=TINY["patch_size"],
+            embed_dim=TINY["embed_dim"],
+            depth=TINY["depth"],
+            num_heads=TINY["num_heads"],
+            mlp_ratio=4,
+            out_chans=TINY["out_chans"],
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            rel_pos_zero_init=False,
+            window_size=TINY["window_size"],
+            global_attn_indexes=TINY["global_attn_indexes"],
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=TINY["out_chans"],
+            image_embedding_size=(embedding, embedding),
+            input_image_size=(TINY["image_size"], TINY["image_size"]),
+            mask_in_chans=TINY["mask_in_chans"],
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=TINY["decoder_depth"],
+                embedding_dim=TINY["out_chans"],
+                mlp_dim=TINY["decoder_mlp_dim"],
+                num_heads=TINY["decoder_heads"],
+            ),
+            transformer_dim=TINY["out_chans"],
+            iou_head_depth=TINY["iou_head_depth"],
+            iou_head_hidden_dim=TINY["iou_head_hidden_dim"],
+        ),
+        pixel_mean=list(PIXEL_MEAN),
+        pixel_std=list(PIXEL_STD),
+    )
+    with torch.no_grad():
+        for tensor in sam.state_dict().values():
+            fan_in = tensor[0].numel() if tensor.ndim > 1 else 10
+            tensor.normal_(0.0, 2.0 * fan_in**-0.5)
+    return sam.eval()
