@@ -1,0 +1,231 @@
+"""`garasam predict`: prompted or automatic masks for images, as PNGs, overlays and COCO-RLE JSON.
+
+    garasam predict photos/ --box 10,20,200,240 --out masks/
+    garasam predict "scans/*.jpg" --point 120,80 --point 30,30,0 --adapters runs/gara/adapters --out masks/
+    garasam predict street.png --auto --out masks/
+
+Each `--box` is one prompt (one mask); all `--point`s together are one prompt (clicks on one object,
+label 1 = foreground, the default, 0 = background). Every input (images, prompts, checkpoint,
+adapters) is checked before anything is written, so a bad argument leaves the output folder untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from garasam.data.readers import IMAGE_SUFFIXES, load_image
+from garasam.errors import DataError
+from garasam.io import atomic_write_bytes, atomic_write_text
+from garasam.models.registry import MODEL_TYPES, model_type_of_config
+from garasam.predict.automatic import AutomaticMaskGenerator
+from garasam.predict.masks import coco_bbox, encode_rle
+from garasam.predict.overlay import overlay
+from garasam.predict.predictor import from_pretrained, gate_table
+from garasam.predict.prompts import UserPrompt, segment
+
+
+def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """'x0,y0,x1,y1' -> an XYXY box in pixels."""
+    x0, y0, x1, y1 = _numbers(text, (4,), "x0,y0,x1,y1")
+    return (x0, y0, x1, y1)
+
+
+def parse_point(text: str) -> tuple[float, float, int]:
+    """'x,y' or 'x,y,label' (label 1 = foreground, the default, or 0 = background)."""
+    values = _numbers(text, (2, 3), "x,y or x,y,label")
+    label = values[2] if len(values) == 3 else 1.0
+    if label not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(
+            f"point label must be 1 (foreground) or 0 (background), got {text!r}"
+        )
+    return (values[0], values[1], int(label))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    parser.add_argument("--adapters", type=Path, help="adapter folder (from garasam train); none: plain SAM")
+    parser.add_argument("--checkpoint", type=Path, help="SAM checkpoint; none: the bundled tiny SAM")
+    parser.add_argument(
+        "--model-type", choices=sorted(MODEL_TYPES), help="backbone (default: from the adapters)"
+    )
+    prompts = parser.add_mutually_exclusive_group(required=True)
+    prompts.add_argument(
+        "--box", type=parse_box, action="append", metavar="x0,y0,x1,y1", help="a box prompt (repeatable)"
+    )
+    prompts.add_argument(
+        "--point",
+        type=parse_point,
+        action="append",
+        metavar="x,y[,label]",
+        help="a click; all clicks form one prompt (repeatable)",
+    )
+    prompts.add_argument("--auto", action="store_true", help="segment everything (grid of point prompts)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    auto = parser.add_argument_group("automatic masks (--auto)")
+    auto.add_argument("--points-per-side", type=int, default=32)
+    auto.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    auto.add_argument("--stability-score-thresh", type=float, default=0.95)
+    auto.add_argument("--min-mask-region-area", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    images = expand_inputs(args.images)
+    prompts = _prompts(args)
+    for path in images:
+        _check_image(path, prompts)
+    if args.out.exists() and not args.out.is_dir():
+        raise DataError(f"{args.out}: exists and is not a folder")
+    predictor = from_pretrained(args.adapters, args.checkpoint, args.model_type, args.device)
+    generator = (
+        AutomaticMaskGenerator(
+            predictor,
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_score_thresh,
+            min_mask_region_area=args.min_mask_region_area,
+        )
+        if args.auto
+        else None
+    )
+    model_info = {
+        "model_type": model_type_of_config(predictor.model.config),
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+        "adapters": None if args.adapters is None else str(args.adapters),
+    }
+    total = 0
+    for path, name in tqdm(
+        list(zip(images, _output_names(images), strict=True)), desc="predict", disable=None
+    ):
+        image = load_image(path)
+        if generator is not None:
+            records = generator.generate(image)
+            masks = [r["segmentation"] for r in records]
+            entries = [
+                {k: r[k] for k in ("predicted_iou", "stability_score", "point_coords")}
+                | {"score": r["predicted_iou"]}
+                for r in records
+            ]
+            gates = generator.gate_summary()
+        else:
+            predictor.set_image(image)
+            results = [segment(predictor, prompt) for prompt in prompts]
+            masks = [mask for mask, _ in results]
+            entries = [
+                {"prompt": p.to_json(), "score": score}
+                for p, (_, score) in zip(prompts, results, strict=True)
+            ]
+            gates = predictor.gate_summary()
+        _write_outputs(args.out, name, path, image, masks, entries, prompts, gates, model_info)
+        total += len(masks)
+    print(f"wrote {total} masks for {len(images)} images to {args.out}")
+    return 0
+
+
+def expand_inputs(items: Sequence[str]) -> list[Path]:
+    """Files as given, folders' images (sorted, not recursive) and glob matches, without repeats."""
+    found: dict[Path, None] = {}
+    for item in items:
+        path = Path(item)
+        if glob.has_magic(item):
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+            matches = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+            if not matches:
+                raise DataError(f"{item}: no image files match this pattern")
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif path.is_file():
+            matches = [path]
+        else:
+            raise DataError(f"{path}: no such file or folder")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def _prompts(args: argparse.Namespace) -> list[UserPrompt]:
+    if args.box:
+        return [UserPrompt(box=box, name=f"--box {i + 1}") for i, box in enumerate(args.box)]
+    if args.point:
+        points = tuple((x, y) for x, y, _ in args.point)
+        return [UserPrompt(points=points, labels=tuple(label for _, _, label in args.point), name="--point")]
+    return []
+
+
+def _check_image(path: Path, prompts: list[UserPrompt]) -> None:
+    """Decode the image fully (a truncated file fails now, not halfway through) and check the prompts."""
+    height, width = load_image(path).shape[:2]
+    for prompt in prompts:
+        prompt.check_inside(height, width, str(path))
+
+
+def _output_names(images: list[Path]) -> list[str]:
+    """One file-name stem per image, unique even when two folders hold the same name."""
+    used: set[str] = set()
+    names = []
+    for path in images:
+        name, n = path.stem, 1
+        while name in used:
+            n += 1
+            name = f"{path.stem}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_outputs(
+    out: Path,
+    name: str,
+    source: Path,
+    image: np.ndarray,
+    masks: list[np.ndarray],
+    entries: list[dict[str, Any]],
+    prompts: list[UserPrompt],
+    gates: Any,
+    model_info: dict[str, Any],
+) -> None:
+    """Mask PNGs (0/255), an overlay PNG and the JSON (COCO RLE, scores, prompts, gate statistics)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for index, (mask, entry) in enumerate(zip(masks, entries, strict=True), start=1):
+        file_name = f"{name}_mask{index}.png"
+        atomic_write_bytes(out / file_name, _png(mask.astype(np.uint8) * 255))
+        entry.update(
+            file=file_name, area=int(mask.sum()), bbox=coco_bbox(mask), segmentation=encode_rle(mask)
+        )
+    atomic_write_bytes(out / f"{name}_overlay.png", _png(overlay(image, masks, prompts)))
+    result = {
+        "image": str(source),
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        "model": model_info,
+        "masks": entries,
+        "gates": gate_table(gates),
+    }
+    atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")

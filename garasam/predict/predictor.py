@@ -1,0 +1,247 @@
+"""`GaraSamPredictor`: the `segment_anything.SamPredictor` API on a transformers `SamModel`.
+
+Encode an image once with `set_image`, then ask for masks as often as you like with `predict`
+(one prompt, numpy, original-image pixels) or `predict_torch` (many prompts at once, torch, already
+in the resized input frame). Conventions are the official ones: points (x, y) in pixels with
+labels 1 = foreground, 0 = background, -1 = padding; boxes XYXY; masks thresholded at 0.
+
+The model may carry GaRA / LoRA / MoE-LoRA adapters; after `set_image`, `gate_summary()` reports
+how many rank components the gates switched on in each encoder block for that image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import SamModel
+
+from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adapter_config
+from garasam.data.transforms import SamTransform
+from garasam.errors import CheckpointError, ConfigError, DataError
+from garasam.models import MODEL_TYPES, build_sam
+
+_BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
+
+
+class GaraSamPredictor:
+    """Repeated, cheap mask prediction on one image: the encoder runs once per `set_image`."""
+
+    def __init__(self, model: SamModel) -> None:
+        self.model = model.eval()
+        self.transform = SamTransform(model.config.vision_config.image_size)
+        self.mask_threshold = 0.0
+        self.reset_image()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def reset_image(self) -> None:
+        """Forget the current image (its embedding and gate statistics)."""
+        self.is_image_set = False
+        self.features: torch.Tensor | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self._gates: list[GateSummary] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an H x W x 3 uint8 image (RGB, or BGR as OpenCV reads it) for later `predict` calls."""
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+            raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
+        if image_format == "BGR":
+            image = np.ascontiguousarray(image[..., ::-1])
+        resized = self.transform.apply_image(image).to(self.device)
+        self.set_torch_image(resized[None], (int(image.shape[0]), int(image.shape[1])))
+
+    @torch.inference_mode()
+    def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
+        """Encode an image already resized so its longest side is the model's input size ([1, 3, h, w], 0-255)."""
+        size = self.transform.image_size
+        if (
+            transformed_image.ndim != 4
+            or transformed_image.shape[:2] != (1, 3)
+            or (max(transformed_image.shape[-2:]) != size)
+        ):
+            raise ValueError(
+                f"set_torch_image expects [1, 3, h, w] with long side {size}, got {list(transformed_image.shape)}"
+            )
+        self.reset_image()
+        self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
+        self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
+        pixel_values = self.transform.preprocess(transformed_image.to(self.device)).to(self.dtype)
+        self.features = self.model.get_image_embeddings(pixel_values)
+        self._gates = gate_summary(self.model, 1) or None
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The current image's embedding, [1, C, h, w] (C = 256, h = w = 64 for the official models)."""
+        self._require_image()
+        return self.features
+
+    def gate_summary(self) -> list[GateSummary] | None:
+        """GaRA / MoE gate decisions for the current image, one entry per adapter; None without gates."""
+        self._require_image()
+        return self._gates
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one prompt given in original-image pixels.
+
+        Returns masks [C, H, W] (bool, or float logits with `return_logits`), scores [C] and
+        low-resolution logits [C, h, w] that can be fed back as `mask_input` ([1, h, w]).
+        C is 3 with `multimask_output`, else 1.
+        """
+        self._require_image()
+        coords = labels = boxes = masks = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            points = np.asarray(point_coords, dtype=np.float64)
+            point_labels = np.asarray(point_labels)
+            if points.ndim != 2 or points.shape[1] != 2 or point_labels.shape != (len(points),):
+                raise DataError(
+                    f"expected point_coords [N, 2] and point_labels [N], got {points.shape} and {point_labels.shape}"
+                )
+            points = self.transform.apply_coords(points, self.original_size)
+            coords = torch.as_tensor(points, dtype=torch.float32, device=self.device)[None]
+            labels = torch.as_tensor(point_labels, dtype=torch.int64, device=self.device)[None]
+        if box is not None:
+            box = np.asarray(box, dtype=np.float64)
+            if box.size != 4:
+                raise DataError(f"expected one XYXY box of 4 numbers, got shape {box.shape}")
+            box = self.transform.apply_boxes(box.reshape(1, 4), self.original_size)
+            boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
+        if mask_input is not None:
+            masks = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.device)[None]
+        out_masks, scores, low_res = self.predict_torch(
+            coords, labels, boxes, masks, multimask_output, return_logits=return_logits
+        )
+        return out_masks[0].cpu().numpy(), scores[0].float().cpu().numpy(), low_res[0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks for B prompts at once; coordinates are already in the resized frame (`transform.apply_*`).
+
+        point_coords [B, N, 2] with point_labels [B, N], boxes [B, 4], mask_input [B, 1, h, w].
+        Returns masks [B, C, H, W], scores [B, C] and low-resolution logits [B, C, h, w].
+        """
+        self._require_image()
+        if (point_coords is None) != (point_labels is None):
+            raise ValueError("point_coords and point_labels go together")
+        sizes = {len(t) for t in (point_coords, boxes, mask_input) if t is not None}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"points, boxes and mask inputs disagree on the number of prompts: {sorted(sizes)}"
+            )
+        batch = sizes.pop() if sizes else 1
+        out = self.model(
+            image_embeddings=self.features.expand(batch, -1, -1, -1),
+            input_points=None if point_coords is None else point_coords[:, None].to(self.device, self.dtype),
+            input_labels=None if point_labels is None else point_labels[:, None].to(self.device, torch.int64),
+            input_boxes=None if boxes is None else boxes[:, None].to(self.device, self.dtype),
+            input_masks=None if mask_input is None else mask_input.to(self.device, self.dtype),
+            multimask_output=multimask_output,
+        )
+        low_res = out.pred_masks[:, 0]
+        masks = self.transform.postprocess_masks(low_res, self.input_size, self.original_size)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, out.iou_scores[:, 0], low_res
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("set an image with .set_image(...) before asking for masks or embeddings")
+
+
+def block_index(adapter_name: str) -> int | None:
+    """The encoder block an adapter sits in (`vision_encoder.layers.3.attn.qkv` -> 3)."""
+    match = _BLOCK.search(f".{adapter_name}.")
+    return int(match[1]) if match else None
+
+
+def gate_table(summaries: list[GateSummary] | None) -> list[dict[str, object]]:
+    """Gate statistics of one image as JSON-ready rows: adapter, block, mean active rank, high-space share."""
+    return [
+        {
+            "adapter": s.name,
+            "block": block_index(s.name),
+            "mean_active_rank": round(float(s.mean_active_rank[0]), 3),
+            "high_fraction": round(float(s.high_fraction[0]), 4),
+        }
+        for s in summaries or []
+    ]
+
+
+def from_pretrained(
+    adapters_dir: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    model_type: str | None = None,
+    device: str | torch.device | None = None,
+) -> GaraSamPredictor:
+    """Build SAM (and load adapters onto it) and wrap it in a predictor, in one call.
+
+    The model type is, in order: `model_type`; the backbone recorded in the adapter folder; a type
+    named in the checkpoint's file name (`sam_vit_b_01ec64.pth`); `tiny` when no checkpoint is
+    given (the bundled model). `device` defaults to CUDA when available.
+    """
+    resolved = resolve_model_type(adapters_dir, checkpoint, model_type)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_sam(resolved, checkpoint, device=device)
+    if adapters_dir is not None:
+        load_adapters(model, adapters_dir)
+    return GaraSamPredictor(model)
+
+
+def resolve_model_type(
+    adapters_dir: str | os.PathLike | None,
+    checkpoint: str | os.PathLike | None,
+    model_type: str | None,
+) -> str:
+    """Decide the backbone before building anything, and refuse adapters made for another one."""
+    if model_type is not None and model_type not in MODEL_TYPES:
+        raise ConfigError(f"unknown model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
+    recorded = None
+    if adapters_dir is not None:
+        recorded = read_adapter_config(adapters_dir)["backbone"].get("model_type")
+        recorded = recorded if recorded in MODEL_TYPES else None
+    if model_type is not None and recorded is not None and recorded != model_type:
+        raise CheckpointError(
+            f"{adapters_dir}: adapters were made for a {recorded} backbone, but the model is {model_type}"
+        )
+    if model_type is not None:
+        return model_type
+    if recorded is not None:
+        return recorded
+    if checkpoint is None:
+        return "tiny"
+    named = [t for t in MODEL_TYPES if t in Path(checkpoint).name]
+    if len(named) == 1:
+        return named[0]
+    raise ConfigError(f"{checkpoint}: cannot tell the model type from the file name; give it (e.g. vit_b)")

@@ -1,0 +1,153 @@
+"""`garasam predict`: outputs that parse and agree with each other; bad input writes nothing."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
+from garasam.cli import main
+from garasam.predict.cmd import expand_inputs
+from garasam.predict.masks import decode_rle
+
+
+@pytest.fixture(autouse=True)
+def _quiet_random_tiny_weights():
+    with warnings.catch_warnings():  # the bundled tiny weights may not exist yet: random init warns
+        warnings.filterwarnings("ignore", message="the bundled tiny SAM weights")
+        yield
+
+
+@pytest.fixture
+def images(tmp_path, image):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "scene.png")
+    Image.fromarray(image[::-1].copy()).save(folder / "flipped.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _check_outputs(out, name, expected_masks):
+    result = json.loads((out / f"{name}.json").read_text())
+    assert (result["height"], result["width"]) == (90, 140)
+    assert result["model"]["model_type"] == "tiny"
+    assert len(result["masks"]) == expected_masks
+    for entry in result["masks"]:
+        png = np.asarray(Image.open(out / entry["file"])) > 0
+        np.testing.assert_array_equal(decode_rle(entry["segmentation"]), png)
+        assert entry["area"] == int(png.sum())
+        assert isinstance(entry["score"], float)
+    overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
+    assert overlay.shape == (90, 140, 3)
+    return result
+
+
+def test_boxes_on_a_folder(images, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["predict", str(images), "--box", "30,20,100,70", "--box", "0,0,50,40", "--out", str(out)])
+    assert code == 0
+    assert "wrote 4 masks for 2 images" in capsys.readouterr().out
+    result = _check_outputs(out, "scene", 2)
+    assert [m["prompt"]["box"] for m in result["masks"]] == [[30, 20, 100, 70], [0, 0, 50, 40]]
+    assert result["gates"] == []  # plain SAM: no gates
+    _check_outputs(out, "flipped", 2)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{n}{suffix}"
+        for n in ("scene", "flipped")
+        for suffix in (".json", "_overlay.png", "_mask1.png", "_mask2.png")
+    )
+
+
+def test_points_with_adapters_report_gates(images, tmp_path, tiny_sam) -> None:
+    inject_adapters(tiny_sam, GaRAConfig(r_low=4, r_high=8))
+    save_adapters(tiny_sam, tmp_path / "adapters")
+    out = tmp_path / "out"
+    argv = ["predict", str(images / "scene.png"), "--point", "60,45", "--point", "5,5,0"]
+    assert main([*argv, "--adapters", str(tmp_path / "adapters"), "--out", str(out)]) == 0
+    result = _check_outputs(out, "scene", 1)
+    assert result["masks"][0]["prompt"] == {"points": [[60, 45], [5, 5]], "labels": [1, 0], "box": None}
+    assert [g["block"] for g in result["gates"]] == list(range(6))
+    assert all(0 <= g["mean_active_rank"] <= 8 for g in result["gates"])
+
+
+def test_auto_masks(images, tmp_path) -> None:
+    out = tmp_path / "out"
+    argv = ["predict", str(images / "*.png"), "--auto", "--points-per-side", "3", "--out", str(out)]
+    assert main([*argv, "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]) == 0
+    result = json.loads((out / "scene.json").read_text())
+    assert result["masks"]
+    _check_outputs(out, "scene", len(result["masks"]))
+    assert {"predicted_iou", "stability_score", "point_coords"} <= set(result["masks"][0])
+    assert not (out / "flipped.json").exists()  # the glob matched only the PNG
+
+
+def test_same_names_in_two_folders_do_not_collide(images, tmp_path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "scene.png").write_bytes((images / "scene.png").read_bytes())
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(images / "scene.png"), str(other), "--box", "1,1,30,30", "--out", str(out)]) == 0
+    )
+    assert (out / "scene.json").is_file() and (out / "scene-2.json").is_file()
+
+
+def _bad_adapters(tmp_path, tiny_sam):
+    inject_adapters(tiny_sam, GaRAConfig(r_low=4, r_high=8))
+    folder = save_adapters(tiny_sam, tmp_path / "vit_b_adapters")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["backbone"].update(model_type="vit_b", hidden_size=768, num_blocks=12)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["{in}/missing.png", "--box", "1,1,5,5"], "missing.png: no such file or folder"),
+        (["{in}/notes.txt", "--box", "1,1,5,5"], "notes.txt: cannot read image"),
+        (["{in}/*.gif", "--box", "1,1,5,5"], "no image files match"),
+        (["{in}", "--box", "10,10,10,50"], "has zero area"),
+        (["{in}", "--box", "10,10,200,50"], "box 10,10,200,50 is outside the 140x90 image"),
+        (["{in}", "--point", "60,95"], "point (60,95) is outside the 140x90 image"),
+        (["{in}", "--point", "60,45,3"], "point label must be 1 (foreground) or 0 (background)"),
+        (["{in}", "--box", "1,2,3"], "expected x0,y0,x1,y1"),
+        (["{in}", "--box", "1,1,5,5", "--auto"], "not allowed with argument"),
+        (["{in}", "--box", "1,1,5,5", "--adapters", "{tmp}/nowhere"], "adapter folder does not exist"),
+        (["{in}", "--box", "1,1,5,5", "--checkpoint", "{in}/notes.txt"], "cannot tell the model type"),
+        (
+            ["{in}", "--box", "1,1,5,5", "--checkpoint", "{in}/notes.txt", "--model-type", "tiny"],
+            "neither a PyTorch nor a safetensors",
+        ),
+        (
+            ["{in}", "--box", "1,1,5,5", "--adapters", "{bad}", "--model-type", "tiny"],
+            "made for a vit_b backbone, but the model is tiny",
+        ),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(
+    images, tmp_path, tiny_sam, capsys, arguments, message
+) -> None:
+    bad = _bad_adapters(tmp_path, tiny_sam) if "{bad}" in arguments else None
+    argv = [a.format(**{"in": images, "tmp": tmp_path, "bad": bad}) for a in arguments]
+    out = tmp_path / "out"
+    try:
+        code = main(["predict", *argv, "--out", str(out)])
+    except SystemExit as exit_:  # argparse rejects malformed values itself
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_expand_inputs(images, tmp_path) -> None:
+    assert [p.name for p in expand_inputs([str(images)])] == ["flipped.jpg", "scene.png"]
+    # repeats collapse, explicit files keep their order
+    found = expand_inputs([str(images / "scene.png"), str(images), str(images / "*.jpg")])
+    assert [p.name for p in found] == ["scene.png", "flipped.jpg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="folder holds no images"):
+        expand_inputs([str(tmp_path / "empty")])

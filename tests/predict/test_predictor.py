@@ -1,0 +1,203 @@
+"""GaraSamPredictor against the official SamPredictor, the plain model path and itself (batched)."""
+
+import copy
+import json
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
+
+from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters, save_adapters
+from garasam.errors import CheckpointError, ConfigError, DataError
+from garasam.models import build_sam, save_sam
+from garasam.predict import GaraSamPredictor, from_pretrained, gate_table
+from garasam.predict.predictor import resolve_model_type
+
+PROMPTS = [
+    {"point_coords": np.array([[60.0, 45.0]]), "point_labels": np.array([1])},
+    {"box": np.array([25.0, 15.0, 105.0, 75.0])},
+    {
+        "point_coords": np.array([[60.0, 45.0], [5.0, 5.0]]),
+        "point_labels": np.array([1, 0]),
+        "box": np.array([25.0, 15.0, 105.0, 75.0]),
+        "multimask_output": False,
+    },
+]
+
+
+def _official_tiny_sam() -> Sam:
+    """segment_anything's Sam with the `tiny` architecture and random, non-trivial weights."""
+    torch.manual_seed(0)
+    encoder = ImageEncoderViT(
+        img_size=256,
+        patch_size=16,
+        embed_dim=160,
+        depth=6,
+        num_heads=4,
+        mlp_ratio=4,
+        out_chans=64,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=8,
+        global_attn_indexes=(2, 5),
+        qkv_bias=True,
+    )
+    sam = Sam(
+        encoder,
+        PromptEncoder(
+            embed_dim=64, image_embedding_size=(16, 16), input_image_size=(256, 256), mask_in_chans=16
+        ),
+        MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=64, mlp_dim=256, num_heads=4),
+            transformer_dim=64,
+            iou_head_depth=3,
+            iou_head_hidden_dim=64,
+        ),
+    ).eval()
+    with torch.no_grad():
+        for parameter in sam.parameters():  # zero-initialised rel-pos tables etc. would hide mistakes
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return sam
+
+
+def test_matches_the_official_predictor(tmp_path, image) -> None:
+    sam = _official_tiny_sam()
+    torch.save(sam.state_dict(), tmp_path / "tiny_meta.pth")
+    ours = GaraSamPredictor(build_sam("tiny", tmp_path / "tiny_meta.pth"))
+    official = SamPredictor(sam)
+    ours.set_image(image)
+    # The official set_image resizes with torchvision, absent here; SamTransform.apply_image is the
+    # same PIL bilinear resize, so the official predictor gets the identical resized image.
+    official.set_torch_image(ours.transform.apply_image(image)[None].float(), image.shape[:2])
+    torch.testing.assert_close(
+        ours.get_image_embedding(), official.get_image_embedding(), atol=1e-4, rtol=1e-4
+    )
+    for prompt in PROMPTS:
+        logits, scores, low_res = ours.predict(**prompt, return_logits=True)
+        ref_logits, ref_scores, ref_low_res = official.predict(**prompt, return_logits=True)
+        assert logits.shape == ref_logits.shape == (3 if prompt.get("multimask_output", True) else 1, 90, 140)
+        np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+        np.testing.assert_allclose(low_res, ref_low_res, atol=1e-4)
+        masks, _, _ = ours.predict(**prompt)
+        assert masks.dtype == bool
+        decided = np.abs(ref_logits) > 1e-3
+        np.testing.assert_array_equal(masks[decided], (ref_logits > 0)[decided])
+        # a previous low-res prediction fed back as mask_input, as in SAM's interactive loop
+        _, scores_again, _ = ours.predict(**prompt, mask_input=low_res[:1])
+        _, ref_scores_again, _ = official.predict(**prompt, mask_input=ref_low_res[:1])
+        np.testing.assert_allclose(scores_again, ref_scores_again, atol=1e-4)
+
+
+def test_zero_initialised_gara_gives_exactly_the_plain_masks(tiny_sam, image) -> None:
+    gara = inject_adapters(copy.deepcopy(tiny_sam), GaRAConfig(r_low=4, r_high=16))
+    plain, adapted = GaraSamPredictor(tiny_sam), GaraSamPredictor(gara)
+    plain.set_image(image)
+    adapted.set_image(image)
+    assert torch.equal(plain.get_image_embedding(), adapted.get_image_embedding())
+    for prompt in PROMPTS:
+        for ours, reference in zip(adapted.predict(**prompt), plain.predict(**prompt), strict=True):
+            np.testing.assert_array_equal(ours, reference)
+
+
+def test_predict_torch_batches_equal_single_prompts(tiny_sam, image) -> None:
+    predictor = GaraSamPredictor(tiny_sam)
+    predictor.set_image(image)
+    boxes = np.array([[25.0, 15.0, 105.0, 75.0], [0.0, 0.0, 50.0, 40.0], [70.0, 30.0, 139.0, 89.0]])
+    batch = torch.as_tensor(predictor.transform.apply_boxes(boxes, image.shape[:2]), dtype=torch.float32)
+    logits, scores, low_res = predictor.predict_torch(None, None, boxes=batch, return_logits=True)
+    assert logits.shape == (3, 3, 90, 140) and scores.shape == (3, 3) and low_res.shape == (3, 3, 64, 64)
+    for i, box in enumerate(boxes):
+        single_logits, single_scores, single_low_res = predictor.predict(box=box, return_logits=True)
+        np.testing.assert_allclose(logits[i].numpy(), single_logits, atol=1e-5)
+        np.testing.assert_allclose(scores[i].numpy(), single_scores, atol=1e-5)
+        np.testing.assert_allclose(low_res[i].numpy(), single_low_res, atol=1e-5)
+    # point sets of equal length, one per prompt, with a negative click each
+    points = np.array([[[60.0, 45.0], [5.0, 5.0]], [[10.0, 80.0], [120.0, 10.0]]])
+    labels = np.array([[1, 0], [1, 0]])
+    coords = torch.as_tensor(predictor.transform.apply_coords(points, image.shape[:2]), dtype=torch.float32)
+    masks, scores, _ = predictor.predict_torch(coords, torch.as_tensor(labels), multimask_output=False)
+    for i in range(2):
+        single_masks, single_scores, _ = predictor.predict(points[i], labels[i], multimask_output=False)
+        np.testing.assert_allclose(scores[i].numpy(), single_scores, atol=1e-5)
+        assert (masks[i].numpy() != single_masks).mean() < 1e-3  # at most a pixel flips at logit ~0
+
+
+def test_bgr_input_and_image_state(tiny_sam, image) -> None:
+    predictor = GaraSamPredictor(tiny_sam)
+    with pytest.raises(RuntimeError, match="set an image"):
+        predictor.predict(box=np.array([1, 1, 20, 20]))
+    predictor.set_image(image)
+    rgb = predictor.get_image_embedding().clone()
+    predictor.set_image(np.ascontiguousarray(image[..., ::-1]), image_format="BGR")
+    assert torch.equal(predictor.get_image_embedding(), rgb)
+    assert predictor.original_size == (90, 140) and predictor.input_size == (165, 256)
+    predictor.reset_image()
+    assert not predictor.is_image_set
+    with pytest.raises(RuntimeError):
+        predictor.get_image_embedding()
+    with pytest.raises(DataError, match="H x W x 3 uint8"):
+        predictor.set_image(image.astype(np.float32))
+    with pytest.raises(ValueError, match="image_format"):
+        predictor.set_image(image, image_format="HSV")
+
+
+def test_gate_summary_per_image(tiny_sam, image) -> None:
+    plain = GaraSamPredictor(copy.deepcopy(tiny_sam))
+    plain.set_image(image)
+    assert plain.gate_summary() is None
+    lora = GaraSamPredictor(inject_adapters(copy.deepcopy(tiny_sam), LoRAConfig(rank=4)))
+    lora.set_image(image)
+    assert lora.gate_summary() is None  # LoRA has no gates
+    gara = GaraSamPredictor(inject_adapters(tiny_sam, GaRAConfig(r_low=4, r_high=16)))
+    gara.set_image(image)
+    summary = gara.gate_summary()
+    assert [s.name for s in summary] == [f"vision_encoder.layers.{i}.attn.qkv" for i in range(6)]
+    rows = gate_table(summary)
+    assert [row["block"] for row in rows] == list(range(6))
+    assert all(0 <= row["mean_active_rank"] <= 16 and 0 <= row["high_fraction"] <= 1 for row in rows)
+    # windowed blocks gate each 8x8-token window (4 windows of the 16x16 tokens), global blocks the image
+    assert [s.rows_per_image for s in summary] == [4, 4, 1, 4, 4, 1]
+    json.dumps(rows)
+
+
+def test_from_pretrained_builds_sam_and_loads_adapters(tmp_path, tiny_sam, image) -> None:
+    save_sam(tiny_sam, tmp_path / "tiny.safetensors")
+    inject_adapters(tiny_sam, GaRAConfig(r_low=4, r_high=8))
+    with torch.no_grad():
+        for name, parameter in tiny_sam.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.05)
+    save_adapters(tiny_sam, tmp_path / "adapters")
+    # no model type given: it comes from the adapter folder's backbone record
+    loaded = from_pretrained(tmp_path / "adapters", checkpoint=tmp_path / "tiny.safetensors", device="cpu")
+    reference = GaraSamPredictor(tiny_sam)
+    loaded.set_image(image)
+    reference.set_image(image)
+    # the same weights, reloaded: equal up to float rounding of a differently laid out model
+    for ours, expected in zip(
+        loaded.predict(**PROMPTS[1], return_logits=True),
+        reference.predict(**PROMPTS[1], return_logits=True),
+        strict=True,
+    ):
+        np.testing.assert_allclose(ours, expected, atol=1e-5)
+    assert gate_table(loaded.gate_summary()) == gate_table(reference.gate_summary())
+    with pytest.raises(CheckpointError, match="made for a tiny backbone, but the model is vit_b"):
+        from_pretrained(tmp_path / "adapters", model_type="vit_b")
+    with pytest.raises(CheckpointError, match="no adapter_config.json"):
+        from_pretrained(tmp_path)
+
+
+def test_model_type_resolution(tmp_path) -> None:
+    assert resolve_model_type(None, None, None) == "tiny"
+    assert resolve_model_type(None, "weights/sam_vit_l_0b3195.pth", None) == "vit_l"
+    assert resolve_model_type(None, "weights/sam_vit_l_0b3195.pth", "vit_h") == "vit_h"
+    with pytest.raises(ConfigError, match="cannot tell the model type"):
+        resolve_model_type(None, "weights/model.pth", None)
+    with pytest.raises(ConfigError, match="unknown model type"):
+        resolve_model_type(None, None, "vit_x")

@@ -1,0 +1,170 @@
+"""The web page's logic, without a browser: loading, degrading, clicking, comparing, charting."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from garasam.adapters import GaRAConfig, LoRAConfig, adapter_config, inject_adapters, save_adapters
+from garasam.errors import DataError
+from garasam.predict import web
+from garasam.predict.prompts import UserPrompt
+from garasam.predict.web import (
+    BOX,
+    NEGATIVE,
+    POSITIVE,
+    PageState,
+    WebApp,
+    add_click,
+    degrade,
+    fit_working_size,
+    load_sample,
+    load_upload,
+    rank_chart,
+    render,
+    sample_names,
+    severity_range,
+)
+
+
+@pytest.fixture(scope="module")
+def app() -> WebApp:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random tiny weights until they are bundled
+        return WebApp.create(device="cpu")
+
+
+def test_frozen_and_gara_share_one_base(app) -> None:
+    frozen, gara = app.frozen.model, app.gara.model
+    assert adapter_config(frozen) is None and isinstance(adapter_config(gara), GaRAConfig)
+    plain_qkv = frozen.vision_encoder.layers[0].attn.qkv
+    assert type(plain_qkv).__name__ == "Linear"
+    assert gara.vision_encoder.layers[0].attn.qkv.base.weight is plain_qkv.weight
+    assert gara.mask_decoder.iou_token.weight is frozen.mask_decoder.iou_token.weight
+    if not (web.DEMO_ADAPTERS / "adapter_config.json").is_file():
+        assert any("zero-initialised GaRA" in note for note in app.notes)
+
+
+def test_compare_runs_both_models(app, image) -> None:
+    prompt = UserPrompt(points=((60.0, 45.0),), labels=(1,))
+    result = app.compare(image, prompt)
+    assert result.frozen_mask.shape == result.gara_mask.shape == (90, 140)
+    assert len(result.gates) == 6
+    if any("zero-initialised GaRA" in note for note in app.notes):
+        np.testing.assert_array_equal(result.frozen_mask, result.gara_mask)
+        assert result.frozen_score == result.gara_score
+    with pytest.raises(DataError, match="outside"):
+        app.compare(image, UserPrompt(points=((500.0, 5.0),), labels=(1,)))
+
+
+@pytest.mark.parametrize(
+    ("config", "limits"), [(GaRAConfig(r_low=2, r_high=4), (2, 4)), (LoRAConfig(rank=2), None)]
+)
+def test_user_adapters_are_loaded_into_the_twin_only(tmp_path, tiny_sam, image, config, limits) -> None:
+    save_adapters(inject_adapters(tiny_sam, config), tmp_path / "adapters")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        app = WebApp.create(adapters=tmp_path / "adapters", device="cpu")
+    assert app.rank_limits == limits
+    assert any(f"adapters in {tmp_path / 'adapters'}" in note for note in app.notes)
+    assert adapter_config(app.frozen.model) is None
+    assert type(adapter_config(app.gara.model)) is type(config)
+    gates = app.compare(image, UserPrompt(box=(10.0, 10.0, 80.0, 60.0))).gates
+    assert (gates is None) == (limits is None)  # LoRA has no gates to chart
+
+
+def test_degrade_is_reproducible_and_clean_is_identity(image) -> None:
+    assert np.array_equal(degrade(image, "robustseg", "clean"), image)
+    fog = degrade(image, "robustseg", "fog")
+    assert fog.shape == image.shape and fog.dtype == np.uint8 and not np.array_equal(fog, image)
+    assert np.array_equal(degrade(image, "robustseg", "fog"), fog)
+    mild, strong = (degrade(image, "imagenet-c", "gaussian_noise", s) for s in (1, 5))
+    assert np.abs(mild.astype(int) - image).mean() < np.abs(strong.astype(int) - image).mean()
+    assert severity_range("imagenet-c", "fog") == (1, 5, 3) or severity_range("imagenet-c", "fog")[:2] == (
+        1,
+        5,
+    )
+    assert severity_range("robustseg", "fog")[:2] == (1, 1)
+    with pytest.raises(DataError, match="unknown degradation"):
+        degrade(image, "robustseg", "hail")
+
+
+def test_clicks_build_points_and_boxes(image) -> None:
+    empty = PageState()
+    assert add_click(empty, 1, 1, POSITIVE) == (empty, "Upload an image or pick a sample first.")
+    state = PageState(original=image, image=image)
+    state, _ = add_click(state, 10, 20, POSITIVE)
+    state, _ = add_click(state, 30, 40, NEGATIVE)
+    assert state.points == [(10, 20), (30, 40)] and state.labels == [1, 0]
+    state, message = add_click(state, 100, 70, BOX)
+    assert state.corner == (100, 70) and state.box is None and "opposite corner" in message
+    state, message = add_click(state, 20, 10, BOX)
+    assert state.box == (20, 10, 100, 70) and state.corner is None and message == ""
+    state, _ = add_click(state, 5, 5, BOX)
+    state, message = add_click(state, 5, 50, BOX)
+    assert "zero area" in message and state.box == (20, 10, 100, 70) and state.corner is None
+    assert state.prompt() == UserPrompt(points=((10, 20), (30, 40)), labels=(1, 0), box=(20, 10, 100, 70))
+    assert state.cleared().prompt() is None and state.cleared().image is image
+
+
+def test_uploads_are_checked(tmp_path, monkeypatch) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    with pytest.raises(DataError, match="notes.png: not an image file"):
+        load_upload(text)
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (4097, 2)).save(wide)
+    with pytest.raises(DataError, match="4097x2 is larger than the 4096 px limit"):
+        load_upload(wide)
+    bomb = tmp_path / "bomb.png"  # 400 Mpixel, 50 kB: refused from its header, never decoded
+    Image.new("1", (20000, 20000)).save(bomb)
+    with pytest.raises(DataError, match="bomb.png: larger than the 4096 px limit"):
+        load_upload(bomb)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1500), (10, 200, 30)).save(big)
+    loaded = load_upload(big)
+    assert loaded.shape == (768, 1024, 3) and tuple(loaded[100, 100]) == (10, 200, 30)
+    monkeypatch.setattr(web, "MAX_UPLOAD_BYTES", 100)
+    with pytest.raises(DataError, match="upload limit"):
+        load_upload(big)
+    small = np.zeros((20, 30, 3), dtype=np.uint8)
+    assert fit_working_size(small) is small
+
+
+def test_bundled_samples() -> None:
+    names = sample_names()
+    assert names, "garasam/assets/samples/ holds the page's samples (scripts/make_samples.py)"
+    for name in names:
+        picture = load_sample(name)
+        assert picture.ndim == 3 and max(picture.shape[:2]) <= 512
+    with pytest.raises(DataError, match="unknown sample"):
+        load_sample("../../secrets.png")
+
+
+def test_rank_chart_and_render(app, image) -> None:
+    state = PageState(original=image, image=image)
+    blank = render(app, state)
+    assert blank[1].shape == image.shape and blank[2] is None and "Click" in blank[7]
+    state, _ = add_click(state, 60, 45, POSITIVE)
+    (_, canvas, frozen, frozen_score, gara, gara_score, chart, message) = render(app, state)
+    assert canvas.shape == frozen.shape == gara.shape == image.shape
+    assert "SAM (frozen)" in frozen_score and "predicted IoU" in frozen_score
+    assert "GaRA-SAM" in gara_score and message == ""
+    assert chart.ndim == 3 and chart.shape[2] == 3 and chart.dtype == np.uint8
+    empty_chart = rank_chart(None)
+    assert empty_chart.shape == chart.shape and not np.array_equal(empty_chart, chart)
+
+
+def test_page_builds_and_reports_errors(app, tmp_path) -> None:
+    pytest.importorskip("gradio")
+    page = web.build_page(app)
+    assert page is not None
+    handler = web._guarded(app, lambda state: (_ for _ in ()).throw(DataError("broken.png: not an image")))
+    result = handler(PageState())
+    assert result[-1] == "**Error:** broken.png: not an image"
+    # a stored prompt that no longer fits the image is dropped rather than failing again
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    stale = PageState(original=image, image=image, points=[(100.0, 5.0)], labels=[1])
+    result = web._guarded(app, lambda state: render(app, state))(stale)
+    assert result[0].prompt() is None and "outside the 30x20 image" in result[-1]

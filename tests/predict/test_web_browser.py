@@ -1,0 +1,128 @@
+"""`garasam serve` in a real headless Chromium: a bad upload, a good upload, a degradation, a click, both masks.
+
+Uses Debian's chromium (scripts/install_chromium.sh) through Playwright; Playwright never downloads a
+browser here. Leaves a screenshot in test-artifacts/web.png.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SAMPLE = ROOT / "garasam" / "assets" / "samples" / "astronaut.jpg"
+TIMEOUT_MS = 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`garasam serve` on a free localhost port; yields its URL, stops it afterwards."""
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below, after the process ends
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "garasam.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"garasam serve exited with {process.returncode}:\n{(tmp_path / 'serve.log').read_text()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"garasam serve did not answer within 180 s:\n{(tmp_path / 'serve.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (bash scripts/install_chromium.sh)"
+)
+def test_compare_page_in_chromium(server, tmp_path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is text, not a picture")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server)
+            expect(page.locator("#notes")).to_contain_text("GaRA")
+
+            # a bad upload shows a message and leaves the server running
+            page.locator("#upload input[type=file]").set_input_files(str(not_an_image))
+            expect(page.locator("#status")).to_contain_text("notes.png: not an image file")
+            page.locator("#upload").get_by_role("button", name="Clear").click()
+
+            page.locator("#upload input[type=file]").set_input_files(str(SAMPLE))
+            canvas = page.locator("#canvas img").first
+            expect(canvas).to_be_visible()
+            expect(page.locator("#status")).to_contain_text("Click on the image")
+
+            page.locator("#degradation input").click()
+            page.get_by_role("option", name="fog", exact=True).click()
+            expect(page.locator("#degradation input")).to_have_value("fog")
+
+            box = canvas.bounding_box()
+            canvas.click(position={"x": box["width"] * 0.45, "y": box["height"] * 0.3})
+            expect(page.locator("#sam-mask img")).to_be_visible()
+            expect(page.locator("#gara-mask img")).to_be_visible()
+            expect(page.locator("#rank-chart img")).to_be_visible()
+            expect(page.locator("#sam-score")).to_contain_text("predicted IoU")
+            expect(page.locator("#gara-score")).to_contain_text("predicted IoU")
+            expect(page.locator("#status")).not_to_contain_text("Error")
+
+            artifacts = ROOT / "test-artifacts"
+            artifacts.mkdir(exist_ok=True)
+            page.screenshot(path=str(artifacts / "web.png"), full_page=True)
+        finally:
+            browser.close()
