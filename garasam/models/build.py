@@ -28,12 +28,14 @@ def build_sam(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    pretrained: bool = True,
 ) -> SamModel:
     """Build a SAM of `model_type` in eval mode, loading `checkpoint` if given.
 
     `checkpoint` may be a Meta `.pth`, a transformers-layout state dict or safetensors file, or a
     save_pretrained folder (see `garasam.models.checkpoint`). Without one, `tiny` loads the bundled
     weights and the other types are initialised at random (reproducible under `torch.manual_seed`).
+    `pretrained=False` skips the bundled tiny weights (pretraining starts from scratch).
     `dtype` defaults to float32, whatever the checkpoint stores. `model.garasam_checkpoint` holds
     the checkpoint's `identify_checkpoint` record (None for a random model).
 
@@ -42,7 +44,7 @@ def build_sam(
     the CPU (5 to 10 s for vit_h; this takes 0.35 s on 16 cores, 0.1 s on a GPU).
     """
     config = sam_config(model_type)
-    if checkpoint is None and model_type == "tiny":
+    if checkpoint is None and model_type == "tiny" and pretrained:
         if TINY_WEIGHTS.is_file():
             checkpoint = TINY_WEIGHTS
         else:
