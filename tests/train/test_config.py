@@ -1,0 +1,150 @@
+"""Training configs: shipped recipes, typed sections, overrides, the run identity, the CLI flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from garasam.adapters import GaRAConfig, LoRAConfig, MoELoRAConfig
+from garasam.cli import main as cli_main
+from garasam.errors import ConfigError
+from garasam.train import cmd
+from garasam.train.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_paper_recipe_for_vit_b() -> None:
+    config = load_config(CONFIGS / "gara_vit_b.yaml")
+    assert config.model.model_type == "vit_b"
+    assert (config.optim.lr, config.optim.weight_decay, config.run.batch_size) == (1e-4, 1e-5, 8)
+    assert (config.schedule.epochs, config.schedule.decay_epochs, config.schedule.gamma) == (20, [10.0], 0.1)
+    assert config.optim.grad_clip == 1.0
+    assert (config.loss.focal_weight, config.loss.dice_weight) == (20.0, 1.0)
+    adapter = config.adapter_config()
+    assert isinstance(adapter, GaRAConfig)
+    assert (adapter.r_low, adapter.r_high, adapter.tau, adapter.gating) == (16, 256, 0.5, "gated")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "kind", "check"),
+    [
+        ("gara_vit_l.yaml", GaRAConfig, lambda c, a: c.optim.lr == 1e-5 and c.model.model_type == "vit_l"),
+        ("lora_r16_vit_b.yaml", LoRAConfig, lambda c, a: a.rank == 16),
+        ("lora_r128_vit_b.yaml", LoRAConfig, lambda c, a: a.rank == 128),
+        ("lora_r256_vit_b.yaml", LoRAConfig, lambda c, a: a.rank == 256),
+        ("moe_lora_vit_b.yaml", MoELoRAConfig, lambda c, a: a.expert_ranks == (16, 128, 256)),
+        ("gara_unified_vit_b.yaml", GaRAConfig, lambda c, a: a.gating == "unified"),
+        ("gara_space_only_vit_b.yaml", GaRAConfig, lambda c, a: a.gating == "space_only"),
+        ("gara_random_vit_b.yaml", GaRAConfig, lambda c, a: a.gating == "random"),
+        ("tiny_gara.yaml", GaRAConfig, lambda c, a: c.model.model_type == "tiny" and c.run.num_workers == 0),
+        ("tiny_lora_r16.yaml", LoRAConfig, lambda c, a: a.rank == 16 and c.model.model_type == "tiny"),
+        ("tiny_lora_r256.yaml", LoRAConfig, lambda c, a: a.rank == 256 and c.model.model_type == "tiny"),
+    ],
+)
+def test_shipped_recipes(recipe: str, kind: type, check) -> None:  # noqa: ANN001
+    config = load_config(CONFIGS / recipe)
+    adapter = config.adapter_config()
+    assert isinstance(adapter, kind)
+    assert check(config, adapter)
+
+
+def test_every_shipped_recipe_is_tested() -> None:
+    assert len(list(CONFIGS.glob("*.yaml"))) == 12
+
+
+def test_typo_in_a_recipe_names_the_key_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("optim:\n  lrr: 1.0e-3\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: unknown key 'optim\.lrr'.*valid keys here: lr"):
+        load_config(path)
+
+
+def test_wrong_type_in_an_override_names_the_override_and_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"override 'run\.batch_size=eight': run\.batch_size: .*integer"):
+        load_config(CONFIGS / "tiny_gara.yaml", ["run.batch_size=eight"])
+    with pytest.raises(ConfigError, match=r"override 'optim\.lr=fast': optim\.lr"):
+        load_config(None, ["optim.lr=fast"])
+
+
+def test_unknown_override_key_and_bad_adapter_values() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'optim\.learning_rate'"):
+        load_config(None, ["optim.learning_rate=1e-3"])
+    with pytest.raises(ConfigError, match=r"unknown gara adapter key 'r_lw'"):
+        load_config(None, ["adapter.r_lw=8"])
+    with pytest.raises(ConfigError, match=r"adapter: tau: Input should be a valid number"):
+        load_config(None, ["adapter.tau=hot"])
+    with pytest.raises(ConfigError, match=r"unknown degradation 'fogg'"):
+        load_config(None, ["data.degradation_weights={fogg: 1}"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_override_values_are_yaml() -> None:
+    config = load_config(
+        CONFIGS / "tiny_gara.yaml",
+        [
+            "optim.lr=1e-3",
+            "schedule.decay_epochs=[5, 8]",
+            "adapter.r_high=64",
+            "resume=auto",
+            "optim.grad_clip=null",
+        ],
+    )
+    assert config.optim.lr == 1e-3  # PyYAML reads 1e-3 as a string; the typed field converts it
+    assert config.schedule.decay_epochs == [5.0, 8.0]
+    assert config.adapter_config().r_high == 64 and config.adapter_config().r_low == 16
+    assert config.resume == "auto" and config.optim.grad_clip is None
+
+
+def test_config_hash_ignores_what_a_resumed_run_may_change() -> None:
+    base = load_config(CONFIGS / "tiny_gara.yaml")
+    same = load_config(
+        CONFIGS / "tiny_gara.yaml",
+        ["run.max_steps=500", "output_dir=/elsewhere", "logging.every_steps=3", "checkpoint.keep_last=9"],
+    )
+    other = load_config(CONFIGS / "tiny_gara.yaml", ["optim.lr=2e-3"])
+    assert base.config_hash() == same.config_hash()
+    assert base.config_hash() != other.config_hash()
+
+
+def test_command_line_flags_become_overrides(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--config",
+            str(CONFIGS / "tiny_gara.yaml"),
+            "--data",
+            "robustseg:/data/a b",
+            "--data",
+            "folder:/data/x?image_dir=im",
+            "--output-dir",
+            str(tmp_path / "it's"),
+            "--max-steps",
+            "7",
+            "--resume",
+            "optim.lr=0.5",
+        ]
+    )
+    config = load_config(args.config, cmd.overrides_from_args(args))
+    assert config.data.train == ["robustseg:/data/a b", "folder:/data/x?image_dir=im"]
+    assert config.output_dir == str(tmp_path / "it's")
+    assert (config.run.max_steps, config.resume, config.optim.lr) == (7, True, 0.5)
+
+
+def test_cli_prints_config_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("run:\n  batch_sise: 4\n")
+    assert cli_main(["train", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'run.batch_sise'" in err and "bad.yaml" in err and "Traceback" not in err
+
+
+def test_switching_the_adapter_type_starts_the_adapter_section_afresh() -> None:
+    config = load_config(CONFIGS / "gara_vit_b.yaml", ["adapter.adapter_type=lora", "adapter.rank=8"])
+    assert config.adapter_config() == LoRAConfig(rank=8)
+    same = load_config(CONFIGS / "tiny_gara.yaml", ["adapter.adapter_type=gara", "adapter.r_low=4"])
+    assert (same.adapter_config().r_low, same.adapter_config().r_high) == (4, 256)

@@ -1,0 +1,223 @@
+"""The training loop on the tiny SAM: learning, frozen base, gradients, failures, output folder rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from garasam.adapters import adapter_state_dict, load_adapters
+from garasam.errors import ConfigError, DataError
+from garasam.models import build_sam
+from garasam.train import distributed, losses, train
+from garasam.train.checkpoint import list_checkpoints, read_best
+from garasam.train.data import to_device
+from garasam.train.loop import PromptedSam, Trainer, TrainingDiverged, forward_backward
+from garasam.train.monitor import read_log
+
+CPU = distributed.DistContext(0, 0, 1, torch.device("cpu"), owns_group=False)
+
+
+def _events(run: Path, kind: str) -> list[dict]:
+    return [r for r in read_log(run / "log.jsonl") if r["event"] == kind]
+
+
+def test_loss_decreases_on_synthetic_scenes(make_config, tmp_path: Path) -> None:
+    config = make_config(
+        "run.max_steps=16",
+        "optim.lr=1e-3",
+        "schedule.decay_epochs=[]",
+        "data.degradation_weights={clean: 1}",
+        "prompts.p_box=1",
+        "prompts.box_jitter=0",
+        "logging.every_steps=4",
+    )
+    result = train(config)
+    losses_logged = [r["loss"] for r in _events(tmp_path / "run", "train")]
+    assert result.status == "completed" and result.steps == 16 and len(losses_logged) == 4
+    assert losses_logged[-1] < losses_logged[0] - 0.05, losses_logged
+
+
+def test_only_adapters_and_gates_change(make_config) -> None:
+    trainer = Trainer(make_config("run.max_steps=3"), CPU)
+    before = {k: v.clone() for k, v in trainer.sam.state_dict().items()}
+    adapter_keys = set(adapter_state_dict(trainer.sam))
+    trainer.run()
+    after = trainer.sam.state_dict()
+    for key, value in before.items():
+        if key in adapter_keys:
+            continue
+        assert torch.equal(after[key], value), f"frozen SAM weight {key} changed"
+    changed = {k for k in adapter_keys if not torch.equal(after[k], before[k])}
+    assert any(".lora_B" in k for k in changed) and any("gate" in k for k in changed)
+    assert {p.requires_grad for n, p in trainer.sam.named_parameters() if n in adapter_keys} == {True}
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [
+        ["adapter.r_high=32"],
+        ["adapter.r_high=32", "adapter.gating=unified"],
+        ["adapter.r_high=32", "adapter.gating=space_only"],
+        ["adapter.r_high=32", "adapter.gating=random"],
+        ["adapter.adapter_type=lora", "adapter.rank=4"],
+        ["adapter.adapter_type=moe_lora", "adapter.expert_ranks=[2, 4]"],
+    ],
+)
+def test_every_trainable_parameter_gets_a_gradient(make_config, adapter: list[str]) -> None:
+    """Why DDP runs with find_unused_parameters=False: hard gates mask components, never detach them."""
+    trainer = Trainer(make_config(*adapter), CPU)
+    batch = next(iter(trainer.loader))
+    trainer.sam.train()
+    device_batch = to_device(
+        batch, trainer.transform, trainer.dataset, "robustseg", "single_point", CPU.device
+    )
+    forward_backward(PromptedSam(trainer.sam), device_batch, trainer.weights, trainer.autocast, CPU)
+    missing = [n for n, p in trainer.sam.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert all(p.grad is None for p in trainer.sam.parameters() if not p.requires_grad)
+
+
+def test_saved_adapters_load_for_inference(make_config, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    result = train(make_config("run.max_steps=2"))
+    assert result.adapters_dir == tmp_path / "run" / "adapters"
+    model = load_adapters(build_sam("tiny", tiny_checkpoint), result.adapters_dir)
+    saved = load_file(str(result.adapters_dir / "adapter_model.safetensors"))
+    last = load_file(
+        str(list_checkpoints(tmp_path / "run")[-1][1] / "adapters" / "adapter_model.safetensors")
+    )
+    state = adapter_state_dict(model)
+    assert saved.keys() == state.keys() == last.keys()
+    assert all(torch.equal(state[k], saved[k]) and torch.equal(saved[k], last[k]) for k in saved)
+
+
+def _nan_after(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
+    """Make the loss NaN for the given mask_losses calls (counted from 0)."""
+    original = losses.mask_losses
+    calls = {"n": 0}
+
+    def patched(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = original(*args, **kwargs)
+        index, calls["n"] = calls["n"], calls["n"] + 1
+        if index in bad_calls or -1 in bad_calls:
+            nan = out.per_object * float("nan")
+            return dataclasses.replace(out, per_object=nan, total=nan.mean())
+        return out
+
+    monkeypatch.setattr(losses, "mask_losses", patched)
+
+
+def test_nan_steps_are_skipped_and_counted(
+    make_config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = make_config("run.max_steps=4", "prompts.p_box=1")  # boxes only: one mask_losses call per step
+    trainer = Trainer(config, CPU)
+    _nan_after(monkeypatch, {1, 2})
+    snapshots = []
+    original_step = trainer._train_step
+
+    def recording_step(*args):  # noqa: ANN002, ANN202
+        out = original_step(*args)
+        snapshots.append({k: v.clone() for k, v in adapter_state_dict(trainer.sam).items()})
+        return out
+
+    trainer._train_step = recording_step
+    result = trainer.run()
+    assert result.status == "completed" and result.nonfinite_steps == 2
+    assert [e["step"] for e in _events(tmp_path / "run", "nonfinite")] == [2, 3]
+    unchanged = all(torch.equal(snapshots[0][k], snapshots[2][k]) for k in snapshots[0])
+    assert unchanged, "a NaN step must not update the adapters"
+    assert any(not torch.equal(snapshots[2][k], snapshots[3][k]) for k in snapshots[0])
+
+
+def test_consecutive_nan_steps_stop_the_run_with_advice(make_config, monkeypatch: pytest.MonkeyPatch) -> None:
+    _nan_after(monkeypatch, {-1})
+    with pytest.raises(TrainingDiverged, match=r"3 consecutive steps.*lower learning rate.*precision=fp32"):
+        train(make_config("run.max_steps=10", "run.max_nonfinite_steps=3"))
+
+
+def test_output_folder_of_another_run_is_protected(make_config, tmp_path: Path) -> None:
+    train(make_config("run.max_steps=1"))
+    with pytest.raises(ConfigError, match=r"holds another run.*optim\.lr: 0\.001 -> 0\.002.*--overwrite"):
+        train(make_config("run.max_steps=1", "optim.lr=2e-3"))
+    with pytest.raises(ConfigError, match=r"already holds checkpoints of this run.*--resume"):
+        train(make_config("run.max_steps=1"))
+    result = train(make_config("run.max_steps=1", "optim.lr=2e-3", "overwrite=true"))
+    assert result.status == "completed"
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(make_config("run.max_steps=1", "resume=true", output=tmp_path / "empty"))
+    fresh = train(make_config("run.max_steps=1", "resume=auto", output=tmp_path / "auto"))
+    assert fresh.steps == 1
+
+
+def test_unreadable_samples_are_skipped_and_logged(make_config, scenes: str, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(scenes.split(":", 1)[1], root)
+    broken = sorted((root / "clear").iterdir())[0]
+    broken.write_bytes(b"not a jpeg")
+    result = train(make_config("run.max_steps=3", f"data.train=['robustseg:{root}']"))
+    assert result.status == "completed" and result.bad_samples >= 1
+    assert any(broken.name in e["problem"] for e in _events(tmp_path / "run", "bad_sample"))
+    with pytest.raises(DataError, match=broken.name):
+        train(
+            make_config(
+                "run.max_steps=3",
+                f"data.train=['robustseg:{root}']",
+                "data.strict=true",
+                output=tmp_path / "strict",
+            )
+        )
+
+
+def test_validation_best_checkpoint_and_tensorboard(make_config, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = make_config(
+        "run.max_steps=4",
+        "validation.fraction=0.34",
+        "validation.every_steps=2",
+        "validation.max_images=2",
+        "validation.degradations=[clean, fog, elastic_transform]",
+        "checkpoint.every_steps=1",
+        "checkpoint.keep_last=1",
+        "logging.tensorboard=true",
+    )
+    result = train(config)
+    run = tmp_path / "run"
+    val = _events(run, "val")
+    assert [e["step"] for e in val] == [2, 4]
+    assert set(val[0]["iou"]) == {"clean", "fog", "elastic_transform", "mean", "degraded"}
+    assert all(0.0 <= v <= 1.0 for v in val[0]["iou"].values())
+    best = read_best(run)
+    assert best == result.best and best["step"] in (2, 4)
+    kept = [step for step, _ in list_checkpoints(run)]
+    assert kept == sorted({best["step"], 4})  # the last one plus the best one
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {
+        "train/loss",
+        "train/lr",
+        "val/iou/clean",
+        "val/iou/mean",
+        "gates/mean_active_rank/layers.0",
+    } <= tags
+
+
+def test_a_batch_without_objects_still_reaches_every_adapter(make_config) -> None:
+    """A process whose objects were all warped away must still produce (zero) gradients for DDP."""
+    trainer = Trainer(make_config(), CPU)
+    batch = next(iter(trainer.loader))
+    trainer.sam.train()
+    device_batch = to_device(
+        batch, trainer.transform, trainer.dataset, "robustseg", "single_point", CPU.device
+    )
+    device_batch.groups, device_batch.num_objects = [], 0
+    sums = forward_backward(PromptedSam(trainer.sam), device_batch, trainer.weights, trainer.autocast, CPU)
+    assert sums["loss"].item() == 0.0
+    grads = {n: p.grad for n, p in trainer.sam.named_parameters() if p.requires_grad}
+    assert not [n for n, g in grads.items() if g is None or g.any()]
