@@ -35,7 +35,6 @@ from garasam.models.checkpoint import save_sam
 from garasam.train.losses import mask_losses
 
 MAX_POINTS = 3
-PAD_LABEL = -10  # transformers' SAM ignores points with this label
 SHAPES = ((256, 256), (192, 256), (256, 192), (224, 256), (256, 160))
 
 
@@ -83,13 +82,12 @@ class SceneStream(IterableDataset):
         chosen = np.resize(chosen, self.objects)  # repeat objects when the scene has fewer
         masks = np.stack([sample.masks[i] for i in chosen])
         points = np.zeros((self.objects, MAX_POINTS, 2), np.float32)
-        labels = np.full((self.objects, MAX_POINTS), PAD_LABEL, np.int64)
+        labels = np.ones((self.objects, MAX_POINTS), np.int64)
         boxes = np.zeros((self.objects, 4), np.float32)
         for row, mask in enumerate(masks):
-            k = int(rng.integers(1, MAX_POINTS + 1))
-            coords, point_labels = sample_points(mask, k, rng)
-            points[row, :k] = self.transform.apply_coords(coords, original)
-            labels[row, :k] = point_labels
+            coords, point_labels = sample_points(mask, MAX_POINTS, rng)
+            points[row] = self.transform.apply_coords(coords, original)
+            labels[row] = point_labels
             boxes[row] = self.transform.apply_boxes(mask_box(mask, 0.1, rng)[None], original)[0]
         padded = torch.zeros(3, size, size, dtype=torch.uint8)
         padded[:, :h, :w] = image
@@ -135,12 +133,14 @@ def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
             group["lr"] = config.lr * _schedule(step, progress, config.warmup_steps)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         pixels = transform.preprocess(batch["image"], [tuple(s) for s in batch["size"].tolist()])
+        # One point count per step: transformers' SAM still attends to padded points, so never pad.
+        num_points = int(torch.randint(1, MAX_POINTS + 1, ()))
         with autocast:
             embeddings = model.vision_encoder(pixels).last_hidden_state
             point_out = model(
                 image_embeddings=embeddings,
-                input_points=batch["points"],
-                input_labels=batch["labels"],
+                input_points=batch["points"][:, :, :num_points],
+                input_labels=batch["labels"][:, :, :num_points],
                 multimask_output=True,
             )
             box_out = model(image_embeddings=embeddings, input_boxes=batch["boxes"], multimask_output=False)
