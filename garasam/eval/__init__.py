@@ -1,0 +1,32 @@
+"""Robustness evaluation: the benchmark protocol, metrics, reports, plots and qualitative sheets.
+
+    results = evaluate({"frozen": sam, "gara": gara_sam}, open_dataset("robustseg:data/test"))
+    write_report(results, "runs/eval")
+
+Imported lazily so that `garasam eval --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": "garasam.eval.protocol",
+    "Results": "garasam.eval.protocol",
+    "Condition": "garasam.eval.protocol",
+    "plan_conditions": "garasam.eval.protocol",
+    "predict_masks": "garasam.eval.protocol",
+    "write_report": "garasam.eval.report",
+    "mask_metrics": "garasam.eval.metrics",
+    "mask_boundary": "garasam.eval.metrics",
+    "boundary_width": "garasam.eval.metrics",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'garasam.eval' has no attribute {name!r}")

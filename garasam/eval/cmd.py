@@ -1,0 +1,207 @@
+"""`garasam eval`: the robustness benchmark for one or more models, with tables, plots and a sheet.
+
+    garasam eval --data robustseg:data/test --suite robustseg --prompts point,box \\
+        --model frozen=none --model gara=runs/gara/adapters --out runs/eval
+
+Every `--model NAME=ADAPTERS` is the same base SAM (`--sam`/`--checkpoint`, default the bundled tiny
+model) with the adapters of that folder loaded (`none` = the frozen SAM). Under `torchrun` the images
+are split over the processes and rank 0 writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from garasam.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, help="dataset, <reader>:<path> (robustseg, coco, folder, cityscapes)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder for results, tables and plots")
+    parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
+    parser.add_argument(
+        "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
+    )
+    parser.add_argument("--only", help="comma-separated degradation names (default: the whole suite)")
+    parser.add_argument("--prompts", default="point,box", help="prompt kinds: point, box or point,box")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=ADAPTERS",
+        help="a model to compare: NAME=none (frozen SAM) or NAME=<adapters folder>; repeatable "
+        "(default: frozen=none)",
+    )
+    parser.add_argument("--sam", help="SAM model type: vit_b, vit_l, vit_h or tiny (default tiny)")
+    parser.add_argument("--checkpoint", help="SAM checkpoint for --sam (default: bundled tiny weights)")
+    parser.add_argument(
+        "--source",
+        default="fly",
+        choices=("fly", "disk"),
+        help="degrade on the fly or read the "
+        "dataset's degradation folders (robustseg layout, see `garasam corrupt`)",
+    )
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the degradations (default 0)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto = bf16 autocast on GPU, fp32 on CPU",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="views of one image per encoder batch (default 8)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="data-loading and degradation processes (default: min(4, CPUs) on GPU, 0 on CPU)",
+    )
+    parser.add_argument("--objects", default="all", choices=("all", "largest"), help="objects per image")
+    parser.add_argument("--max-objects", type=int, help="at most N (largest) objects per image")
+    parser.add_argument("--min-area", type=int, default=0, help="skip objects smaller than this many pixels")
+    parser.add_argument(
+        "--examples", type=int, default=3, help="images on the qualitative sheets (default 3, 0 = none)"
+    )
+    parser.add_argument(
+        "--example-degradations",
+        help="comma-separated degradations on the sheets (default: three spread over the suite)",
+    )
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def parse_model_specs(specs: Sequence[str]) -> dict[str, Path | None]:
+    """`NAME=none` or `NAME=<adapters folder>` -> {name: folder or None}, in the given order."""
+    models: dict[str, Path | None] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise ConfigError(f"--model {spec!r}: expected NAME=none or NAME=<adapters folder>")
+        if name in models:
+            raise ConfigError(f"--model {spec!r}: the name {name!r} is used twice")
+        models[name] = None if value.lower() == "none" else Path(value)
+    return models
+
+
+def build_models(
+    specs: dict[str, Path | None], sam: str | None, checkpoint: str | None, device: str
+) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
+    """One SAM per entry, all from the same base weights, each with its adapters loaded.
+
+    Adapters made for another backbone are refused by `load_adapters` with a CheckpointError.
+    """
+    from garasam.adapters import load_adapters, read_adapter_config
+    from garasam.models import MODEL_TYPES, build_sam
+
+    if checkpoint is not None and sam is None:
+        raise ConfigError(f"--checkpoint {checkpoint} needs --sam (one of {', '.join(MODEL_TYPES)})")
+    model_type = sam or "tiny"
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"--sam {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+    base = build_sam(model_type, checkpoint, device=device)
+    models: dict[str, nn.Module] = {}
+    info: dict[str, dict[str, Any]] = {}
+    names = list(specs)
+    for name in names:
+        model = base if name == names[-1] else copy.deepcopy(base)
+        adapters = specs[name]
+        info[name] = {"adapters_dir": None if adapters is None else str(adapters)}
+        if adapters is not None:
+            load_adapters(model, adapters)
+            info[name]["adapter_file"] = read_adapter_config(adapters)
+        models[name] = model
+    return models, info
+
+
+def _severities(value: str | None) -> list[int] | None:
+    parts = _split(value)
+    if parts is None:
+        return None
+    try:
+        return [int(part) for part in parts]
+    except ValueError:
+        raise ConfigError(f"--severities must be comma-separated integers, got {value!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from garasam.data.readers import open_dataset
+    from garasam.eval.protocol import evaluate, plan_conditions, rank_and_world, setup_distributed
+    from garasam.eval.report import headline_table, write_report
+
+    device = setup_distributed(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, _ = rank_and_world()
+    try:
+        severities = _severities(args.severities)
+        only = _split(args.only)
+        conditions = plan_conditions(args.suite, severities, only)
+        example_names = _split(args.example_degradations)
+        example_conditions = None
+        if example_names is not None:
+            unknown = sorted(set(example_names) - {c.degradation for c in conditions[1:]})
+            if unknown:
+                raise ConfigError(f"--example-degradations: {unknown} are not evaluated in this run")
+            example_conditions = [
+                max(c for c in conditions if c.degradation == name) for name in example_names
+            ]
+        specs = parse_model_specs(args.model or ["frozen=none"])
+        torch.manual_seed(args.seed)  # a SAM without weights (tiny before pretraining) is drawn from it
+        models, info = build_models(specs, args.sam, args.checkpoint, device)
+        dataset = open_dataset(
+            args.data, objects=args.objects, max_objects=args.max_objects, min_area=args.min_area
+        )
+        workers = (
+            args.workers
+            if args.workers is not None
+            else (min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0)
+        )
+        results = evaluate(
+            models,
+            dataset,
+            args.suite,
+            _split(args.prompts) or [],
+            severities,
+            degradations=only,
+            source=args.source,
+            seed=args.seed,
+            max_images=args.max_images,
+            device=device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            workers=workers,
+            examples=args.examples,
+            example_conditions=example_conditions,
+            model_info=info,
+            dataset_name=args.data,
+        )
+        if rank == 0:
+            written = write_report(results, args.out)
+            print("\n".join(headline_table(results)))
+            print(
+                f"{results.num_images} images x {len(results.conditions)} conditions x {len(models)} models "
+                f"in {results.wall_time_s:.1f} s; wrote {len(written)} files to {args.out}"
+            )
+            summary = getattr(dataset, "problem_summary", None)
+            if results.problems and summary is not None:
+                print(summary(), file=sys.stderr)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,210 @@
+"""Evaluation outputs: results.json (everything), results.csv (one row per condition), summary.md, plots.
+
+`summary.md` puts the headline numbers in the paper's table layout (rows = models; columns = point /
+box x degraded / clear x IoU / Dice), then every metric, the per-degradation IoU and, for several
+severities, the IoU per severity. Values are percentages of per-object means; "Degrade" is the mean
+over the evaluated degradations (and severities), each weighing the same.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from garasam.eval.metrics import METRIC_LABELS, METRICS
+from garasam.eval.protocol import CLEAN_CONDITION, Results
+from garasam.io import atomic_write_text
+
+FORMAT_VERSION = 1
+CSV_COLUMNS = ("model", "dataset", "degradation", "severity", "prompt", *METRICS, "count")
+
+
+def results_dict(results: Results) -> dict[str, Any]:
+    """Every number of the run with its config, model identities, seeds and package versions."""
+    summary: dict[str, Any] = {}
+    degraded = results.degraded_conditions
+    for model in results.model_names:
+        summary[model] = {}
+        for prompt in results.prompts:
+            entry = {
+                "clear": _with_count(
+                    results.clear(model, prompt), results.count(model, prompt, [CLEAN_CONDITION])
+                ),
+                "degrade": _with_count(
+                    results.degrade(model, prompt), results.count(model, prompt, degraded)
+                ),
+                "per_degradation": {
+                    name: results.per_degradation(model, prompt, name) for name in results.degradation_names
+                },
+            }
+            if len(results.severities) > 1:
+                entry["per_severity"] = {
+                    str(level): results.degrade(model, prompt, level) for level in results.severities
+                }
+            summary[model][prompt] = entry
+    gates = [
+        {
+            "model": model,
+            "layer": layer,
+            "degradation": degradation,
+            "severity": severity,
+            "rows_per_image": sums.rows_per_image,
+            "images": sums.images,
+            "mean_active_rank": sums.active_rank / sums.images,
+            "high_fraction": sums.high_fraction / sums.images,
+        }
+        for (model, degradation, severity, layer), sums in results.gates.items()
+        if sums.images
+    ]
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": results.config,
+        "models": results.models,
+        "versions": results.versions,
+        "num_images": results.num_images,
+        "wall_time_s": results.wall_time_s,
+        "conditions": [{"degradation": c.degradation, "severity": c.severity} for c in results.conditions],
+        "results": results.rows(),
+        "summary": summary,
+        "gates": gates,
+        "problems": results.problems,
+    }
+
+
+def _with_count(means: dict[str, float] | None, count: int) -> dict[str, Any] | None:
+    return None if means is None else {**means, "count": count}
+
+
+def results_csv(results: Results) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in results.rows():
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def _pct(means: dict[str, float] | None, metric: str) -> str:
+    return "n/a" if means is None else f"{100.0 * means[metric]:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """A markdown table; the first `text_columns` columns are left-aligned, the numbers right-aligned."""
+    rule = ["---" if i < text_columns else "---:" for i in range(len(header))]
+    return [f"| {' | '.join(line)} |" for line in (header, rule, *rows)]
+
+
+def headline_table(results: Results) -> list[str]:
+    """The paper's layout: rows = models; columns = prompt x degraded / clear x IoU / Dice (in %)."""
+    header = ["model"]
+    for prompt in results.prompts:
+        header += [f"{prompt} degr IoU", f"{prompt} degr Dice", f"{prompt} clear IoU", f"{prompt} clear Dice"]
+    rows = []
+    for model in results.model_names:
+        row = [model]
+        for prompt in results.prompts:
+            degr, clear = results.degrade(model, prompt), results.clear(model, prompt)
+            row += [_pct(degr, "iou"), _pct(degr, "dice"), _pct(clear, "iou"), _pct(clear, "dice")]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def summary_markdown(results: Results) -> str:
+    """The report a person reads first: headline table, all metrics, per degradation and severity."""
+    config = results.config
+    degraded = results.degraded_conditions
+    severities = results.severities
+    lines = [
+        f"# Robustness evaluation: {config['dataset']}",
+        "",
+        f"{results.num_images} images, suite `{config['suite']}` "
+        f"({len(results.degradation_names)} degradations"
+        + (f", severities {', '.join(map(str, severities))}" if len(severities) > 1 else "")
+        + f"), degradations {'read from disk' if config['source'] == 'disk' else 'applied on the fly'}, "
+        f"seed {config['seed']}, {config['device']} {config['precision']}, "
+        f"{config['world_size']} process(es), wall time {results.wall_time_s:.1f} s.",
+        "Values are per-object means in %; Degrade = mean over the degradations"
+        + (" and severities" if len(severities) > 1 else "")
+        + "; Clear = undegraded.",
+        "",
+        "## Headline (paper layout)",
+        "",
+    ]
+    lines += headline_table(results)
+
+    lines += ["", "## All metrics", ""]
+    header = ["model", "prompt", "split", *(METRIC_LABELS[m] for m in METRICS), "objects"]
+    rows = []
+    for model in results.model_names:
+        for prompt in results.prompts:
+            for split, means, conditions in (
+                ("Degrade", results.degrade(model, prompt), degraded),
+                ("Clear", results.clear(model, prompt), [CLEAN_CONDITION]),
+            ):
+                count = results.count(model, prompt, conditions)
+                rows.append([model, prompt, split, *(_pct(means, m) for m in METRICS), str(count)])
+    lines += _table(header, rows, text_columns=3)
+
+    columns = [(model, prompt) for model in results.model_names for prompt in results.prompts]
+    lines += ["", "## IoU per degradation", ""]
+    header = ["degradation", *(f"{model} {prompt}" for model, prompt in columns)]
+    rows = [["clean", *(_pct(results.clear(m, p), "iou") for m, p in columns)]]
+    for condition in degraded:
+        rows.append(
+            [
+                results.condition_label(condition),
+                *(_pct(results.condition_mean(m, p, condition), "iou") for m, p in columns),
+            ]
+        )
+    rows.append(["**Degrade**", *(f"**{_pct(results.degrade(m, p), 'iou')}**" for m, p in columns)])
+    lines += _table(header, rows)
+
+    if len(severities) > 1:
+        lines += ["", "## Degrade IoU per severity", ""]
+        header = ["severity", *(f"{model} {prompt}" for model, prompt in columns)]
+        rows = [["0 (clean)", *(_pct(results.clear(m, p), "iou") for m, p in columns)]]
+        rows += [[str(s), *(_pct(results.degrade(m, p, s), "iou") for m, p in columns)] for s in severities]
+        lines += _table(header, rows)
+
+    lines += ["", "## Models", ""]
+    rows = []
+    for model, identity in results.models.items():
+        adapter = identity.get("adapter")
+        kind = "none (frozen SAM)" if adapter is None else adapter["adapter_type"]
+        backbone = identity.get("backbone") or {}
+        rows.append(
+            [
+                model,
+                kind,
+                str(backbone.get("model_type")),
+                f"{identity.get('adapter_parameters', 0):,}",
+                str(identity.get("adapters_dir") or "-"),
+            ]
+        )
+    lines += _table(
+        ["model", "adapter", "backbone", "adapter params", "adapters folder"], rows, text_columns=3
+    )
+    if results.problems:
+        lines += ["", f"{len(results.problems)} item(s) skipped; first: {results.problems[0]}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Results, out: str | os.PathLike) -> list[Path]:
+    """Write results.json, results.csv, summary.md, the plots and the qualitative sheets into `out`."""
+    from garasam.eval.plots import write_plots
+    from garasam.eval.qualitative import write_qualitative
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results_dict(results), indent=2, allow_nan=False)
+    atomic_write_text(out / "results.json", text + "\n")
+    atomic_write_text(out / "results.csv", results_csv(results))
+    atomic_write_text(out / "summary.md", summary_markdown(results))
+    written = [out / "results.json", out / "results.csv", out / "summary.md"]
+    written += write_plots(results, out)
+    written += write_qualitative(results, out)
+    return written
