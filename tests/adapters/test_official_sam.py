@@ -3,12 +3,12 @@
 from functools import partial
 
 import torch
-from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
 from garasam.adapters import GaRAConfig, adapter_layers, adapter_state_dict, inject_adapters, save_adapters
 from garasam.adapters.io import load_adapters
 from tests.adapters.conftest import randomize_b
+from tests.official_sam import ImageEncoderViT
 
 
 class _OfficialWrapper(nn.Module):

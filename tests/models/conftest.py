@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.models.official_sam_reference import Sam, official_tiny_sam
+from tests.official_sam import Sam, official_tiny_sam
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from transformers import SamModel
 
 from garasam.errors import CheckpointError
 from garasam.models import build_sam, checkpoint, identify_checkpoint, sam_config, save_sam
-from tests.models.official_sam_reference import Sam, sam_model_registry
+from tests.official_sam import Sam, sam_model_registry
 
 
 @pytest.fixture

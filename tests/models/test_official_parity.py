@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from garasam.models import build_sam, sam_config
-from tests.models.official_sam_reference import PIXEL_MEAN, PIXEL_STD, TINY, Sam
+from tests.official_sam import PIXEL_MEAN, PIXEL_STD, TINY, Sam
 
 TOLERANCE = 1e-4  # float32; the measured worst case is about 3e-5 on outputs of magnitude up to 35
 

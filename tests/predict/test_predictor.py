@@ -2,20 +2,17 @@
 
 import copy
 import json
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
-from segment_anything import SamPredictor
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-from torch import nn
 
 from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters, save_adapters
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import build_sam, save_sam
 from garasam.predict import GaraSamPredictor, from_pretrained, gate_table
 from garasam.predict.predictor import resolve_model_type
+from tests.official_sam import SamPredictor, official_tiny_sam
 
 PROMPTS = [
     {"point_coords": np.array([[60.0, 45.0]]), "point_labels": np.array([1])},
@@ -29,44 +26,9 @@ PROMPTS = [
 ]
 
 
-def _official_tiny_sam() -> Sam:
-    """segment_anything's Sam with the `tiny` architecture and random, non-trivial weights."""
-    torch.manual_seed(0)
-    encoder = ImageEncoderViT(
-        img_size=256,
-        patch_size=16,
-        embed_dim=160,
-        depth=6,
-        num_heads=4,
-        mlp_ratio=4,
-        out_chans=64,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True,
-        window_size=8,
-        global_attn_indexes=(2, 5),
-        qkv_bias=True,
-    )
-    sam = Sam(
-        encoder,
-        PromptEncoder(
-            embed_dim=64, image_embedding_size=(16, 16), input_image_size=(256, 256), mask_in_chans=16
-        ),
-        MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=64, mlp_dim=256, num_heads=4),
-            transformer_dim=64,
-            iou_head_depth=3,
-            iou_head_hidden_dim=64,
-        ),
-    ).eval()
-    with torch.no_grad():
-        for parameter in sam.parameters():  # zero-initialised rel-pos tables etc. would hide mistakes
-            parameter.add_(torch.randn_like(parameter) * 0.02)
-    return sam
-
-
 def test_matches_the_official_predictor(tmp_path, image) -> None:
-    sam = _official_tiny_sam()
+    torch.manual_seed(0)
+    sam = official_tiny_sam().eval()
     torch.save(sam.state_dict(), tmp_path / "tiny_meta.pth")
     ours = GaraSamPredictor(build_sam("tiny", tmp_path / "tiny_meta.pth"))
     official = SamPredictor(sam)

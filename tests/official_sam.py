@@ -7,7 +7,7 @@ the PyPI wheel is built against another torch and does not import beside our CPU
 missing, a stand-in whose functions raise is put in `sys.modules` for the duration of that import
 only: any test reaching those functions fails instead of comparing against a fake, and transformers,
 which probes for torchvision to pick image processors, still sees it missing afterwards. The tests
-use only `segment_anything.modeling`, which never calls them.
+use only `segment_anything.modeling` and `SamPredictor.set_torch_image`, which never call them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ from functools import partial
 
 import torch
 
-__all__ = ["PIXEL_MEAN", "PIXEL_STD", "TINY", "Sam", "official_tiny_sam", "sam_model_registry"]
+__all__ = [
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "TINY",
+    "ImageEncoderViT",
+    "Sam",
+    "SamPredictor",
+    "official_tiny_sam",
+    "sam_model_registry",
+]
 
 _TORCHVISION_USES = {
     "torchvision.ops.boxes": ("batched_nms", "box_area"),
@@ -56,6 +65,7 @@ def _torchvision_stand_in() -> Iterator[None]:
 
 _HAS_TORCHVISION = "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None
 with contextlib.nullcontext() if _HAS_TORCHVISION else _torchvision_stand_in():
+    from segment_anything import SamPredictor
     from segment_anything.build_sam import sam_model_registry
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
