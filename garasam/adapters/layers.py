@@ -4,11 +4,19 @@ Every adapter stores its components as one `lora_A` [R, in] and one `lora_B` [ou
 rows/columns are grouped into *segments*: GaRA's low and high rank spaces, MoE-LoRA's experts, or a
 single segment for LoRA. Training evaluates every segment under a 0/1 mask so all gates get a
 gradient; evaluation multiplies only the segment each row (window or image) selected.
+
+Two execution paths compute the same function. The reference path (default) runs the base Linear
+and the update separately and, in evaluation, gathers the rows of each segment: least compute, but
+`.nonzero()` synchronises with the device and the shapes depend on the data. The fused path
+(`layer.fused = True`, set by `garasam.models.fast.optimize_sam`) runs `[W0; A]` as one GEMM and
+masks unselected components instead of gathering rows (`garasam.adapters.fused`): fixed shapes, no
+synchronisation, compilable, at the price of always multiplying every component.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from garasam.adapters.config import AdapterConfig, GaRAConfig, LoRAConfig, MoELoRAConfig
+from garasam.adapters.fused import fused_adapter_linear
 from garasam.adapters.gates import (
     gate_mlp,
     hard_sigmoid_gate,
@@ -53,6 +62,7 @@ class AdapterLinear(nn.Module):
         if base.weight.device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.gate_state: GateState | None = None
+        self.fused = False  # see the module docstring: one GEMM, masked components, no host sync
 
     @property
     def in_features(self) -> int:
@@ -69,11 +79,36 @@ class AdapterLinear(nn.Module):
             bounds.append(bounds[-1] + r)
         return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
+    def gate_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the gate networks (neither the frozen base nor A/B)."""
+        for name, param in self.named_parameters():
+            if not name.startswith(("base.", "lora_")):
+                yield param
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            mask = self.component_mask(x)
+            return fused_adapter_linear(
+                x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, self.scale, mask
+            )
         return self.base(x) + self.scale * self.delta(x)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The reference update `B (m * (A x))`; evaluation touches only the selected segments."""
         raise NotImplementedError
+
+    def component_mask(self, x: torch.Tensor) -> torch.Tensor | None:  # pragma: no cover - abstract
+        """Run the gates on `x`, record `gate_state`, and return the `[rows, R]` component mask.
+
+        Hard 0/1 values (straight-through in training); None when every component is always on.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def _gate_input(x: torch.Tensor, gate: nn.Sequential | None) -> torch.Tensor:
+        """Mean-pooled tokens in `gate`'s dtype: gates may stay float32 beside a bf16 backbone."""
+        pooled = pool_tokens(x)
+        return pooled if gate is None else pooled.to(gate[0].weight.dtype)
 
     def _masked_delta(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """All components, each row's activations multiplied by its 0/1 mask `[rows, R]`."""
@@ -105,7 +140,8 @@ class AdapterLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in={self.in_features}, out={self.out_features}, ranks={self.segment_ranks}, scale={self.scale}"
+            f"in={self.in_features}, out={self.out_features}, ranks={self.segment_ranks}, "
+            f"scale={self.scale}, fused={self.fused}"
         )
 
 
@@ -116,8 +152,20 @@ class LoRALinear(AdapterLinear):
         super().__init__(base, (config.rank,), config.scale)
         self.config = config
 
+    def component_mask(self, x: torch.Tensor) -> None:
+        return None
+
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         return self._masked_delta(x, None)
+
+
+@dataclass(frozen=True)
+class _GaRADecision:
+    """The gates' outputs for one forward, as the reference and the fused path each need them."""
+
+    segment: torch.Tensor  # [rows] chosen space, long
+    components: list[torch.Tensor | None]  # per space [rows, r] 0/1 switches, None = all on
+    mask: torch.Tensor  # [rows, R]: (1 - z_space) * z_low | z_space * z_high
 
 
 class GaRALinear(AdapterLinear):
@@ -138,8 +186,12 @@ class GaRALinear(AdapterLinear):
                 for r in self.segment_ranks
             )
 
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = pool_tokens(x)
+    def _decide(self, x: torch.Tensor) -> _GaRADecision:
+        """Run both gates (noisy straight-through in training) and record `gate_state`."""
+        gate = (
+            self.space_gate if self.space_gate is not None else next(iter(self.component_gates or []), None)
+        )
+        pooled = self._gate_input(x, gate)
         rows = pooled.shape[0]
         training = self.training
         tau = self.config.tau
@@ -167,18 +219,21 @@ class GaRALinear(AdapterLinear):
         active = counts[0] if space is None else torch.where(segment.bool(), counts[1], counts[0])
         self.gate_state = GateState(segment=segment.detach(), active=active.detach().round().long())
 
-        if not training and gating != "random":
-            return self._selected_delta(x, segment, comps)
-        weights = [torch.ones_like(pooled[:, 0])] if space is None else [1 - space, space]
-        mask = torch.cat(
-            [
-                w[:, None]
-                * (c if c is not None else torch.ones(rows, r, device=x.device, dtype=pooled.dtype))
-                for w, c, r in zip(weights, comps, self.segment_ranks, strict=True)
-            ],
-            dim=-1,
-        )
-        return self._masked_delta(x, mask)
+        weights = [None] if space is None else [1 - space, space]
+        parts = []
+        for w, c, r in zip(weights, comps, self.segment_ranks, strict=True):
+            part = c if c is not None else pooled.new_ones(rows, r)
+            parts.append(part if w is None else w[:, None] * part)
+        return _GaRADecision(segment=segment, components=comps, mask=torch.cat(parts, dim=-1))
+
+    def component_mask(self, x: torch.Tensor) -> torch.Tensor:
+        return self._decide(x).mask
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        decision = self._decide(x)
+        if not self.training and self.config.gating != "random":
+            return self._selected_delta(x, decision.segment, decision.components)
+        return self._masked_delta(x, decision.mask)
 
 
 class MoELoRALinear(AdapterLinear):
@@ -191,15 +246,24 @@ class MoELoRALinear(AdapterLinear):
             base.in_features, config.gate_hidden, len(config.expert_ranks), config.gate_layers
         ).to(device=base.weight.device, dtype=base.weight.dtype)
 
-    def delta(self, x: torch.Tensor) -> torch.Tensor:
-        choice = hard_softmax_gate(self.gate(pool_tokens(x)), self.config.tau, self.training)
+    def _decide(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-hot expert choice per row expanded to a component mask; records `gate_state`."""
+        choice = hard_softmax_gate(self.gate(self._gate_input(x, self.gate)), self.config.tau, self.training)
+        rows = choice.shape[0]
+        mask = torch.cat(
+            [choice[:, i : i + 1].expand(rows, r) for i, r in enumerate(self.segment_ranks)], dim=-1
+        )
         segment = choice.argmax(-1)
-        ranks = torch.tensor(self.segment_ranks, device=x.device)
-        self.gate_state = GateState(segment=segment.detach(), active=ranks[segment])
+        self.gate_state = GateState(segment=segment.detach(), active=mask.detach().sum(-1).round().long())
+        return segment, mask
+
+    def component_mask(self, x: torch.Tensor) -> torch.Tensor:
+        return self._decide(x)[1]
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        segment, mask = self._decide(x)
         if not self.training:
             return self._selected_delta(x, segment, [None] * len(self.segment_ranks))
-        ranks_list = list(self.segment_ranks)
-        mask = torch.repeat_interleave(choice, torch.tensor(ranks_list, device=x.device), dim=-1)
         return self._masked_delta(x, mask)
 
 
