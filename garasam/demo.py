@@ -36,8 +36,8 @@ class DemoPlan:
 
 
 PLANS = {
-    "default": DemoPlan(train_scenes=400, test_scenes=48, steps=220, batch_size=4),
-    "quick": DemoPlan(train_scenes=96, test_scenes=12, steps=45, batch_size=4),
+    "default": DemoPlan(train_scenes=400, test_scenes=48, steps=400, batch_size=4),
+    "quick": DemoPlan(train_scenes=96, test_scenes=12, steps=60, batch_size=4),
 }
 # name -> adapter section of the training config
 ADAPTERS: dict[str, dict[str, Any]] = {
