@@ -99,14 +99,21 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, Path | None]:
 
 
 def build_models(
-    specs: dict[str, Path | None], sam: str | None, checkpoint: str | None, device: str
+    specs: dict[str, Path | None],
+    sam: str | None,
+    checkpoint: str | None,
+    device: str,
+    fast: bool | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
     """One SAM per entry, all from the same base weights, each with its adapters loaded.
+
+    `fast` (default: on for CUDA) switches each encoder to `garasam.models.fast.optimize_sam`.
 
     Adapters made for another backbone are refused by `load_adapters` with a CheckpointError.
     """
     from garasam.adapters import load_adapters, read_adapter_config
     from garasam.models import MODEL_TYPES, build_sam
+    from garasam.models.fast import optimize_sam
 
     if checkpoint is not None and sam is None:
         raise ConfigError(f"--checkpoint {checkpoint} needs --sam (one of {', '.join(MODEL_TYPES)})")
@@ -124,6 +131,9 @@ def build_models(
         if adapters is not None:
             load_adapters(model, adapters)
             info[name]["adapter_file"] = read_adapter_config(adapters)
+        if fast if fast is not None else str(device).startswith("cuda"):
+            optimize_sam(model)  # after the adapters are in, so they are fused too
+        info[name]["fast_path"] = bool(fast if fast is not None else str(device).startswith("cuda"))
         models[name] = model
     return models, info
 

@@ -23,6 +23,7 @@ from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adap
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
+from garasam.models.fast import optimize_sam
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
 
@@ -203,12 +204,15 @@ def from_pretrained(
     checkpoint: str | os.PathLike | None = None,
     model_type: str | None = None,
     device: str | torch.device | None = None,
+    fast: bool | None = None,
 ) -> GaraSamPredictor:
     """Build SAM (and load adapters onto it) and wrap it in a predictor, in one call.
 
     The model type is, in order: `model_type`; the backbone recorded in the adapter folder; a type
     named in the checkpoint's file name (`sam_vit_b_01ec64.pth`); `tiny` when no checkpoint is
-    given (the bundled model). `device` defaults to CUDA when available.
+    given (the bundled model). `device` defaults to CUDA when available. `fast` (default: on for
+    CUDA) runs the encoder through `garasam.models.fast.optimize_sam` (bf16, fused attention and
+    adapters), after the adapters are loaded so that they are fused too.
     """
     resolved = resolve_model_type(adapters_dir, checkpoint, model_type)
     if device is None:
@@ -216,6 +220,8 @@ def from_pretrained(
     model = build_sam(resolved, checkpoint, device=device)
     if adapters_dir is not None:
         load_adapters(model, adapters_dir)
+    if fast if fast is not None else torch.device(device).type == "cuda":
+        optimize_sam(model)
     return GaraSamPredictor(model)
 
 

@@ -163,3 +163,16 @@ def test_model_type_resolution(tmp_path) -> None:
         resolve_model_type(None, "weights/model.pth", None)
     with pytest.raises(ConfigError, match="unknown model type"):
         resolve_model_type(None, None, "vit_x")
+
+
+def test_fast_path_predicts_the_same_masks(image) -> None:
+    torch.manual_seed(0)
+    reference = from_pretrained(device="cpu", fast=False)
+    torch.manual_seed(0)
+    fast = from_pretrained(device="cpu", fast=True)  # bf16 encoder, folded rel-pos attention
+    for predictor in (reference, fast):
+        predictor.set_image(image)
+    box = {"box": np.array([25.0, 15.0, 105.0, 75.0]), "multimask_output": False}
+    (ref_mask, ref_score, _), (fast_mask, fast_score, _) = reference.predict(**box), fast.predict(**box)
+    assert (ref_mask == fast_mask).mean() > 0.98
+    assert abs(float(ref_score[0]) - float(fast_score[0])) < 0.05
