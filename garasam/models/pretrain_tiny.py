@@ -54,6 +54,7 @@ class PretrainConfig:
     workers: int = max(1, (os.cpu_count() or 2) - 1)
     seed: int = 0
     eval_scenes: int = 200
+    init: Path | None = None  # continue from these weights (a fresh schedule) instead of from scratch
 
 
 class SceneStream(IterableDataset):
@@ -107,7 +108,7 @@ def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
     """Train tiny SAM from scratch, write its safetensors and a JSON model card next to it."""
     device = torch.device(_pick_device(config.device))
     torch.manual_seed(config.seed)
-    model = build_sam("tiny", device=device, pretrained=False).train()
+    model = build_sam("tiny", config.init, device=device, pretrained=False).train()
     # SAM's random Fourier matrix for coordinates is a fixed buffer, not a trained weight.
     model.shared_image_embedding.positional_embedding.requires_grad_(False)
     transform = SamTransform(model.config.vision_config.image_size)
@@ -249,6 +250,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-scenes", type=int, default=defaults.eval_scenes)
+    parser.add_argument("--init", type=Path, default=None, help="continue from these tiny SAM weights")
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,6 +266,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             eval_scenes=args.eval_scenes,
+            init=args.init,
+            warmup_steps=args.warmup_steps,
         )
     )
     print(json.dumps({k: card[k] for k in ("clear_iou_test_split", "training", "hardware")}, indent=2))
