@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from transformers import SamModel
@@ -15,18 +13,18 @@ from garasam.data.synthetic import generate_scene
 DEGRADATIONS = ("gauss_noise", "elastic_transform")
 
 
-def tiny_sam(seed: int = 0) -> SamModel:
-    """The tiny SAM as `build_sam` makes it: bundled weights, or a seeded random init until they exist.
+def tiny_sam(seed: int | None = None) -> SamModel:
+    """The bundled tiny SAM, or with a `seed` a seeded random tiny SAM (two seeds, two different models).
 
     (A bare `SamModel(sam_config("tiny"))` uses transformers' init, whose image embeddings are ~1e-20
     and do not depend on the image, which would make every comparison below vacuous.)
     """
     from garasam.models import build_sam
 
-    torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "bundled tiny weights missing" until they are trained
+    if seed is None:
         return build_sam("tiny")
+    torch.manual_seed(seed)
+    return build_sam("tiny", pretrained=False)
 
 
 def scenes(count: int = 3, size: tuple[int, int] = (64, 80)) -> list[Sample]:

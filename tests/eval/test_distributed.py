@@ -18,6 +18,7 @@ from tests.eval.conftest import DEGRADATIONS, scenes, tiny_sam
 
 def _evaluate() -> Results:
     frozen = tiny_sam()
+    torch.manual_seed(0)  # the same gate networks in every process
     gara = inject_adapters(copy.deepcopy(frozen), GaRAConfig(r_low=4, r_high=16))
     # 3 images over 2 ranks: rank 0 scores images 0 and 2, rank 1 image 1
     return evaluate({"frozen": frozen, "gara": gara}, scenes(3), degradations=DEGRADATIONS, progress=False)
