@@ -270,5 +270,9 @@ def run(args: argparse.Namespace) -> int:
             warmup_steps=args.warmup_steps,
         )
     )
-    print(json.dumps({k: card[k] for k in ("clear_iou_test_split", "training", "hardware")}, indent=2, default=str))
+    print(
+        json.dumps(
+            {k: card[k] for k in ("clear_iou_test_split", "training", "hardware")}, indent=2, default=str
+        )
+    )
     return 0
