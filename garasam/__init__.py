@@ -5,8 +5,7 @@ The public API is imported lazily so that `import garasam` (and the CLI) start f
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from garasam.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,7 +27,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'garasam' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

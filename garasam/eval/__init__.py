@@ -8,8 +8,7 @@ Imported lazily so that `garasam eval --help` starts fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from garasam.lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate": "garasam.eval.protocol",
@@ -26,7 +25,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'garasam.eval' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

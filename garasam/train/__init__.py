@@ -8,8 +8,7 @@ Names are imported lazily, so `from garasam.train.losses import mask_losses` sta
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from garasam.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "garasam.train.config",
@@ -22,7 +21,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'garasam.train' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
