@@ -281,10 +281,7 @@ class Report:
     def write(self) -> None:
         lines = [f"# {self.title}", "", *self.preamble, ""]
         for title, (columns, rows) in self.sections.items():
-            lines += [f"## {title}", "", "| " + " | ".join(columns) + " |"]
-            lines.append("|" + "---|" * len(columns))
-            lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-            lines.append("")
+            lines += [f"## {title}", "", *markdown_table(columns, rows), ""]
         if self.notes:
             lines += ["## Notes", "", *[f"- {n}" for n in self.notes], ""]
         atomic_write_text(self.path, "\n".join(lines))
@@ -298,7 +295,13 @@ class Report:
             atomic_write_text(self.json_path, json.dumps(payload, indent=1, default=str))
 
 
-def _cell(value: object) -> str:
+def markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """The lines of a Markdown table of `rows` (missing cells empty), for reports and stdout alike."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(format_cell(row.get(c)) for c in columns) + " |" for row in rows]
+
+
+def format_cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float):

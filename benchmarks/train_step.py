@@ -25,10 +25,11 @@ import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     Report,
-    _cell,
     device_name,
     environment,
+    format_cell,
     free_device_memory,
+    markdown_table,
     time_fn,
 )
 from garasam.adapters import inject_adapters, trainable_parameters  # noqa: E402
@@ -163,16 +164,13 @@ def main(argv: list[str] | None = None) -> int:
                 report.section("results", COLUMNS)
                 report.add_row("results", row)
             print(
-                f"{row['model']} {row['adapter']}: {_cell(row.get('ms/step'))} ms/step",
+                f"{row['model']} {row['adapter']}: {format_cell(row.get('ms/step'))} ms/step",
                 file=sys.stderr,
                 flush=True,
             )
     print(f"# {title}\n")
     print(", ".join(f"{k} {v}" for k, v in env.items()) + "\n")
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    for row in rows:
-        print("| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |")
+    print("\n".join(markdown_table(COLUMNS, rows)))
     return 0
 
 
