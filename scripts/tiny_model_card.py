@@ -2,7 +2,8 @@
 
     garasam synth --out /tmp/card_test --num 100 --seed 7000000 --split test
     garasam eval --data robustseg:/tmp/card_test --model frozen=none --out /tmp/card_eval
-    python scripts/tiny_model_card.py --pretrain stage1.json garasam/assets/tiny_sam.json \
+    python scripts/tiny_model_card.py --pretrain garasam/assets/tiny_sam.stage1.json \
+        garasam/assets/tiny_sam.stage2.json garasam/assets/tiny_sam.json \
         --results /tmp/card_eval/results.json --out garasam/assets/tiny_sam.md
 """
 
@@ -45,8 +46,9 @@ def card(stages: list[dict], results: dict) -> str:
         "",
         f"- data: {pretrain['data']}",
         *[_stage_line(number, stage) for number, stage in enumerate(stages, 1)],
-        "- loss: 20 x focal + dice (best of 3 masks for points) + IoU-head MSE, at the decoder's resolution;"
-        " AdamW, linear warm-up then cosine decay to 5% of the peak learning rate",
+        "- loss: 20 x focal + dice + IoU-head MSE, at the decoder's resolution; SAM's output choice (best of 3"
+        " masks for a single point, the one single-mask output for several points and for boxes) except where a"
+        " stage says otherwise; AdamW, linear warm-up then cosine decay to 5% of the peak learning rate",
         "",
         "## Evaluation",
         "",
@@ -86,7 +88,10 @@ def _stage_line(number: int, stage: dict) -> str:
         f"box {stage['clear_iou_test_split']['box']}; command `garasam pretrain-tiny"
         + (f" --init <stage {number - 1} weights>" if training.get("init") else "")
         + f" --time-budget {training['time_budget']:.0f} --batch-size {training['batch_size']} --lr {training['lr']}"
-        f" --warmup-steps {training['warmup_steps']} --workers {training['workers']}`"
+        f" --warmup-steps {training['warmup_steps']} --workers {training['workers']}"
+        + (f" --seed {training['seed']}" if training.get("seed") else "")
+        + "`"
+        + (f"; {stage['recipe']}" if stage.get("recipe") else "")
     )
 
 

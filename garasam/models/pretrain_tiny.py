@@ -3,8 +3,9 @@
 The tiny model has SAM's exact architecture (windowed and global encoder blocks, prompt encoder,
 two-way mask decoder) at a size that runs in milliseconds on a CPU. It is trained on *clean* scenes
 only, with SAM's recipe in miniature: per object a box or 1-3 points, focal + dice on the masks
-(best of three for points), MSE on the IoU head. Degradations are never seen here, so they hurt the
-model as they hurt SAM, which is what the adapters then have to recover.
+(best of three for a single point, one mask for several points and for boxes), MSE on the IoU head.
+Degradations are never seen here, so they hurt the model as they hurt SAM, which is what the
+adapters then have to recover.
 """
 
 from __future__ import annotations
@@ -138,13 +139,7 @@ def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
         num_points = int(torch.randint(1, MAX_POINTS + 1, ()))
         with autocast:
             embeddings = model.vision_encoder(pixels).last_hidden_state
-            point_out = model(
-                image_embeddings=embeddings,
-                input_points=batch["points"][:, :, :num_points],
-                input_labels=batch["labels"][:, :, :num_points],
-                multimask_output=True,
-            )
-            box_out = model(image_embeddings=embeddings, input_boxes=batch["boxes"], multimask_output=False)
+            point_out, box_out = prompted_outputs(model, embeddings, batch, num_points)
         # Loss at the decoder's own resolution (a quarter of the input): 16x cheaper than upsampling.
         low_res = point_out.pred_masks.shape[-1]
         factor = transform.image_size // low_res
@@ -183,6 +178,25 @@ def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
     card_path = Path(config.out).with_suffix(".json")
     atomic_write_text(card_path, json.dumps(card, indent=2, default=str) + "\n")
     return card
+
+
+def prompted_outputs(
+    model: SamModel, embeddings: torch.Tensor, batch: dict[str, torch.Tensor], num_points: int
+) -> tuple[Any, Any]:
+    """Decoder outputs for the first `num_points` points and for the boxes, with SAM's output choice.
+
+    A single point is ambiguous, so it gets the three-mask output (best of three is trained); several
+    points and boxes are not, so they use the single-mask output token. Adapter training and the
+    evaluation protocol make the same choice, so the heads they rely on are the heads trained here.
+    """
+    point_out = model(
+        image_embeddings=embeddings,
+        input_points=batch["points"][:, :, :num_points],
+        input_labels=batch["labels"][:, :, :num_points],
+        multimask_output=num_points == 1,
+    )
+    box_out = model(image_embeddings=embeddings, input_boxes=batch["boxes"], multimask_output=False)
+    return point_out, box_out
 
 
 @torch.inference_mode()
