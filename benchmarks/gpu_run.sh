@@ -9,7 +9,7 @@
 # failures per configuration and rewrites its tables after every row, so a step cut short still
 # leaves its results. Steps in order of importance:
 #   1. eager: vit_b and vit_h at batch 1 and 8, prompted prediction, attention kernels, a profile
-#   2. compiled: vit_h at batch 8 (frozen and GaRA, flex attention) with the eager baseline, then
+#   2. compiled: vit_h at batch 8 (frozen and GaRA, default attention) with the eager baseline, then
 #      the attention kernels again with flex_attention compiled
 #   3. eager vit_l, if time is left
 #   4. vit_b at batch 1 as one CUDA graph, if time is left

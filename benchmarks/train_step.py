@@ -8,14 +8,17 @@ autocast on CUDA and fp32 on CPU, the paper's batch of 8 by default.
 
     python benchmarks/train_step.py --device cuda --models vit_b,vit_l,vit_h --batch 8 --steps 10
     python benchmarks/train_step.py --device cuda --models vit_h --checkpointing
+    python benchmarks/train_step.py --device cuda --models vit_b --fast on,off   # fast encoder vs not
     python benchmarks/train_step.py --device cpu --models tiny --batch 2 --steps 2   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and an uninstalled `garasam` importable
@@ -32,28 +35,29 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     time_fn,
 )
-from garasam.adapters import inject_adapters, trainable_parameters  # noqa: E402
+from garasam.adapters import trainable_parameters  # noqa: E402
 from garasam.data.synthetic import generate_scene  # noqa: E402
 from garasam.data.transforms import SamTransform  # noqa: E402
-from garasam.models import build_sam  # noqa: E402
 from garasam.train import distributed  # noqa: E402
 from garasam.train.config import load_config  # noqa: E402
 from garasam.train.data import TrainCollate, TrainDataset, to_device  # noqa: E402
 from garasam.train.loop import (  # noqa: E402
     PromptedSam,
     autocast_for,
-    enable_activation_checkpointing,
+    build_model,
     forward_backward,
     loss_weights,
 )
 
 ADAPTERS = {"gara": ["adapter.adapter_type=gara"], "lora16": ["adapter.adapter_type=lora", "adapter.rank=16"]}
+FAST = {"auto": "null", "on": "true", "off": "false"}  # --fast values as run.fast_encoder overrides
 COLUMNS = [
     "model",
     "adapter",
     "batch",
     "precision",
     "checkpointing",
+    "fast encoder",
     "ms/step",
     "images/s",
     "peak memory GiB",
@@ -63,7 +67,7 @@ COLUMNS = [
 
 
 def measure(
-    model_type: str, adapter: str, args: argparse.Namespace, device: torch.device
+    model_type: str, adapter: str, fast: str, args: argparse.Namespace, device: torch.device
 ) -> dict[str, object]:
     """Time `args.steps` training steps of one backbone + adapter after `args.warmup` untimed ones."""
     config = load_config(
@@ -72,14 +76,14 @@ def measure(
             f"model.model_type={model_type}",
             f"run.batch_size={args.batch}",
             f"run.activation_checkpointing={str(args.checkpointing).lower()}",
+            f"run.fast_encoder={FAST[fast]}",
             *ADAPTERS[adapter],
         ],
     )
     torch.manual_seed(0)
-    sam = build_sam(model_type, device=device)
-    inject_adapters(sam, config.adapter_config())
-    if args.checkpointing:
-        enable_activation_checkpointing(sam)
+    with warnings.catch_warnings():  # random weights are what a benchmark wants
+        warnings.filterwarnings("ignore", "model.checkpoint is not set")
+        sam = build_model(config, device)
     sam.train()
     module = PromptedSam(sam)
     params = [p for p in sam.parameters() if p.requires_grad]
@@ -114,6 +118,7 @@ def measure(
         "batch": args.batch,
         "precision": "bf16" if device.type == "cuda" else "fp32",  # autocast_for(device, "auto")
         "checkpointing": "yes" if args.checkpointing else "no",
+        "fast encoder": fast,
         "ms/step": timing.median_ms,
         "images/s": args.batch / (timing.median_ms / 1e3),
         "peak memory GiB": peak / 2**30 if peak is not None else None,
@@ -137,37 +142,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpointing", action="store_true", help="activation checkpointing of encoder blocks"
     )
+    parser.add_argument(
+        "--fast", default="auto", help="comma-separated run.fast_encoder values (auto, on, off) to compare"
+    )
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file (+ .json)")
     args = parser.parse_args(argv)
+    unknown = set(args.fast.split(",")) - set(FAST)
+    if unknown:
+        parser.error(f"--fast takes {', '.join(FAST)}; got {', '.join(sorted(unknown))}")
     device = torch.device(args.device)
     env = environment(device)
     title = f"Training step on {device_name(device)}"
     report = Report(args.out, title, args.out.with_suffix(".json")) if args.out else None
     rows = []
-    for model_type in args.models.split(","):
-        for adapter in args.adapters.split(","):
-            try:
-                row = measure(model_type.strip(), adapter.strip(), args, device)
-            except torch.cuda.OutOfMemoryError:
-                row = {
-                    "model": model_type,
-                    "adapter": adapter,
-                    "batch": args.batch,
-                    "ms/step": "out of memory",
-                }
-            except Exception:  # report the failure in the table and go on with the next row
-                traceback.print_exc()
-                row = {"model": model_type, "adapter": adapter, "batch": args.batch, "ms/step": "failed"}
-            rows.append(row)
-            free_device_memory(device)
-            if report is not None:
-                report.section("results", COLUMNS)
-                report.add_row("results", row)
-            print(
-                f"{row['model']} {row['adapter']}: {format_cell(row.get('ms/step'))} ms/step",
-                file=sys.stderr,
-                flush=True,
-            )
+    for model_type, adapter, fast in itertools.product(
+        args.models.split(","), args.adapters.split(","), args.fast.split(",")
+    ):
+        try:
+            row = measure(model_type.strip(), adapter.strip(), fast.strip(), args, device)
+        except torch.cuda.OutOfMemoryError:
+            row = {"model": model_type, "adapter": adapter, "fast encoder": fast, "ms/step": "out of memory"}
+        except Exception:  # report the failure in the table and go on with the next row
+            traceback.print_exc()
+            row = {"model": model_type, "adapter": adapter, "fast encoder": fast, "ms/step": "failed"}
+        rows.append(row)
+        free_device_memory(device)
+        if report is not None:
+            report.section("results", COLUMNS)
+            report.add_row("results", row)
+        print(
+            f"{row['model']} {row['adapter']} fast={fast}: {format_cell(row.get('ms/step'))} ms/step",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"# {title}\n")
     print(", ".join(f"{k} {v}" for k, v in env.items()) + "\n")
     print("\n".join(markdown_table(COLUMNS, rows)))

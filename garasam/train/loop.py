@@ -151,10 +151,29 @@ def batch_losses(
     }
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """bf16 on CUDA (or when asked for), plain fp32 otherwise."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def autocast_for(device: torch.device, precision: str) -> torch.autocast:
-    """bf16 autocast on CUDA (or when asked for), plain fp32 otherwise."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    """The training forward's autocast context (see `uses_bf16`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
+def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> bool:
+    """Switch the encoder to `garasam.models.fast` (None: on CUDA only); True when switched.
+
+    Adapters must already be injected. The frozen weights take the autocast dtype (bf16 halves
+    their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
+    """
+    from garasam.models.fast import optimize_sam
+
+    device = next(sam.parameters()).device
+    if not (enabled or (enabled is None and device.type == "cuda")):
+        return False
+    optimize_sam(sam, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)
+    return True
 
 
 def enable_activation_checkpointing(sam: nn.Module) -> None:
@@ -246,7 +265,7 @@ class Trainer:
 
         # Model: SAM frozen, adapters injected, all before DDP sees it.
         torch.manual_seed(run.seed)
-        self.sam = _build_model(config, self.device)
+        self.sam = build_model(config, self.device)
         image_size = self.sam.config.vision_config.image_size
         self.transform = SamTransform(image_size)
         self.loader = DataLoader(
@@ -685,7 +704,8 @@ class _Window:
         return {k: self.sums[k] / objects for k in _LOSS_TERMS}
 
 
-def _build_model(config: TrainConfig, device: torch.device) -> nn.Module:
+def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """SAM with the run's adapters injected, fast encoder and checkpointing as configured."""
     from garasam.models import build_sam
 
     if config.model.checkpoint is None and config.model.model_type != "tiny":
@@ -696,6 +716,7 @@ def _build_model(config: TrainConfig, device: torch.device) -> nn.Module:
         )
     sam = build_sam(config.model.model_type, config.model.checkpoint, device=device)
     inject_adapters(sam, config.adapter_config())
+    apply_fast_encoder(sam, config.run.fast_encoder, config.run.precision)
     if config.run.activation_checkpointing:
         enable_activation_checkpointing(sam)
     return sam

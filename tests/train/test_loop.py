@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from garasam.adapters import adapter_state_dict, load_adapters
 from garasam.errors import ConfigError, DataError
 from garasam.models import build_sam
+from garasam.models.fast import FastSamVisionEncoder
 from garasam.train import distributed, losses, train
 from garasam.train.checkpoint import list_checkpoints, read_best
 from garasam.train.data import to_device
@@ -221,3 +222,40 @@ def test_a_batch_without_objects_still_reaches_every_adapter(make_config) -> Non
     assert sums["loss"].item() == 0.0
     grads = {n: p.grad for n, p in trainer.sam.named_parameters() if p.requires_grad}
     assert not [n for n, g in grads.items() if g is None or g.any()]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_fast_encoder_trains_like_the_reference(make_config, tmp_path: Path, checkpointing: bool) -> None:
+    """`run.fast_encoder` (on by default for CUDA) changes kernels, not the step: same losses and gradients."""
+    results = []
+    for fast in ("false", "true"):
+        trainer = Trainer(
+            make_config(
+                f"run.fast_encoder={fast}",
+                f"run.activation_checkpointing={str(checkpointing).lower()}",
+                output=tmp_path / f"fast_{fast}",
+            ),
+            CPU,
+        )
+        assert isinstance(trainer.sam.vision_encoder, FastSamVisionEncoder) == (fast == "true")
+        batch = next(iter(trainer.loader))
+        trainer.sam.train()
+        device_batch = to_device(
+            batch, trainer.transform, trainer.dataset, "robustseg", "single_point", CPU.device
+        )
+        torch.manual_seed(7)  # the same Gumbel noise for both encoders
+        sums = forward_backward(
+            PromptedSam(trainer.sam), device_batch, trainer.weights, trainer.autocast, CPU
+        )
+        grads = {n: p.grad for n, p in trainer.sam.named_parameters() if p.requires_grad}
+        results.append((sums["loss"], grads))
+    (ref_loss, ref_grads), (fast_loss, fast_grads) = results
+    torch.testing.assert_close(fast_loss, ref_loss, rtol=1e-4, atol=1e-6)
+    assert ref_grads.keys() == fast_grads.keys() and all(g is not None for g in fast_grads.values())
+    for name, grad in ref_grads.items():
+        assert (fast_grads[name] - grad).norm() <= 1e-3 * grad.norm() + 1e-9, name
+
+
+def test_fast_encoder_is_off_on_cpu_by_default(make_config) -> None:
+    trainer = Trainer(make_config(), CPU)
+    assert not isinstance(trainer.sam.vision_encoder, FastSamVisionEncoder)
