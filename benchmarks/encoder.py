@@ -547,24 +547,15 @@ class EncoderBenchmark:
         check = x[:1]
         cuda_graphs = config == "frozen_cudagraphs"
 
-        def attempt_compile(attention: str) -> tuple[nn.Module, torch.Tensor, float]:
+        def build() -> tuple[nn.Module, torch.Tensor, str]:
             model = build_ours(model_type, self.o.device, adapter, check)
             with torch.no_grad():
                 expected = model.get_image_embeddings(check)
-            optimize_sam(
-                model,
-                dtype=self.o.dtype,
-                compile=not cuda_graphs,
-                cuda_graphs=cuda_graphs,
-                attention=attention,
-            )
+            optimize_sam(model, dtype=self.o.dtype, compile=not cuda_graphs, cuda_graphs=cuda_graphs)
             start = time.perf_counter()
             model.get_image_embeddings(x)
             synchronize(self.o.device)
-            return model, expected, time.perf_counter() - start
-
-        def build() -> tuple[nn.Module, torch.Tensor, str]:
-            model, expected, seconds = attempt_compile("auto")
+            seconds = time.perf_counter() - start
             return model, expected, f"ok; compiled in {seconds:.0f} s; attention {attention_kinds(model)}"
 
         row = {"model": model_type, "config": f"{config} (build)", "batch": batch}

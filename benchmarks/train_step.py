@@ -47,6 +47,7 @@ from garasam.train.loop import (  # noqa: E402
     build_model,
     forward_backward,
     loss_weights,
+    uses_bf16,
 )
 
 ADAPTERS = {"gara": ["adapter.adapter_type=gara"], "lora16": ["adapter.adapter_type=lora", "adapter.rank=16"]}
@@ -116,7 +117,7 @@ def measure(
         "model": model_type,
         "adapter": adapter,
         "batch": args.batch,
-        "precision": "bf16" if device.type == "cuda" else "fp32",  # autocast_for(device, "auto")
+        "precision": "bf16" if uses_bf16(device, config.run.precision) else "fp32",
         "checkpointing": "yes" if args.checkpointing else "no",
         "fast encoder": fast,
         "ms/step": timing.median_ms,

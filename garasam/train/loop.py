@@ -161,8 +161,8 @@ def autocast_for(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
 
 
-def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> bool:
-    """Switch the encoder to `garasam.models.fast` (None: on CUDA only); True when switched.
+def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> None:
+    """Switch the encoder to `garasam.models.fast` (None: on CUDA only).
 
     Adapters must already be injected. The frozen weights take the autocast dtype (bf16 halves
     their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
@@ -170,10 +170,8 @@ def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> 
     from garasam.models.fast import optimize_sam
 
     device = next(sam.parameters()).device
-    if not (enabled or (enabled is None and device.type == "cuda")):
-        return False
-    optimize_sam(sam, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)
-    return True
+    if enabled or (enabled is None and device.type == "cuda"):
+        optimize_sam(sam, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)
 
 
 def enable_activation_checkpointing(sam: nn.Module) -> None:
