@@ -21,7 +21,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("garasam.eval.cmd", "robustness evaluation per degradation, with tables and plots"),
     "predict": ("garasam.predict.cmd", "prompted or automatic masks for images"),
     "serve": ("garasam.predict.web", "web page comparing SAM and GaRA-SAM"),
-    "pretrain-tiny": ("garasam.models.pretrain_tiny", "train the bundled tiny SAM from scratch"),
+    "study": (
+        "garasam.miniature.cmd",
+        "the pre-registered miniature study: every arm, 3 seeds, 95% intervals",
+    ),
+    "pretrain-tiny": ("garasam.train.pretrain_tiny", "train the bundled tiny SAM from scratch"),
 }
 
 

@@ -1,6 +1,13 @@
 """GaRA, LoRA and MoE-LoRA adapters for SAM's image encoder: configs, layers, injection, save/load."""
 
-from garasam.adapters.config import QKV_MLP_TARGETS, QKV_TARGETS, GaRAConfig, LoRAConfig, MoELoRAConfig
+from garasam.adapters.config import (
+    QKV_MLP_TARGETS,
+    QKV_TARGETS,
+    FullFinetuneConfig,
+    GaRAConfig,
+    LoRAConfig,
+    MoELoRAConfig,
+)
 from garasam.adapters.inject import (
     GateSummary,
     ParameterReport,
@@ -18,6 +25,7 @@ __all__ = [
     "QKV_MLP_TARGETS",
     "QKV_TARGETS",
     "AdapterLinear",
+    "FullFinetuneConfig",
     "GaRAConfig",
     "GaRALinear",
     "GateState",

@@ -113,8 +113,18 @@ class MoELoRAConfig(AdapterConfig):
         _positive(self, "gate_layers")
 
 
+@dataclass
+class FullFinetuneConfig(AdapterConfig):
+    """Not an adapter: every parameter whose name matches `trainable` trains (the whole image encoder
+    by default). The miniature study's upper bound; saved and loaded like adapters (those weights only).
+    `target_modules` still names the qkv layers, which fix the backbone identity it fits."""
+
+    adapter_type: ClassVar[str] = "full_finetune"
+    trainable: str = r"^vision_encoder\."
+
+
 CONFIG_TYPES: dict[str, type[AdapterConfig]] = {
-    c.adapter_type: c for c in (LoRAConfig, GaRAConfig, MoELoRAConfig)
+    c.adapter_type: c for c in (LoRAConfig, GaRAConfig, MoELoRAConfig, FullFinetuneConfig)
 }
 
 

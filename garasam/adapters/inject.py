@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from garasam.adapters.config import AdapterConfig
+from garasam.adapters.config import AdapterConfig, FullFinetuneConfig
 from garasam.adapters.layers import AdapterLinear, make_adapter
 from garasam.errors import ConfigError
 
@@ -41,12 +41,25 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
     targets = find_targets(model, config.target_modules)
     for param in model.parameters():
         param.requires_grad_(False)
+    setattr(model, _CONFIG_ATTR, config)
+    if isinstance(config, FullFinetuneConfig):
+        for param in finetuned_parameters(model, config).values():
+            param.requires_grad_(True)
+        return model
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, make_adapter(linear, config).train(linear.training))
-    setattr(model, _CONFIG_ATTR, config)
     return model
+
+
+def finetuned_parameters(model: nn.Module, config: FullFinetuneConfig) -> dict[str, nn.Parameter]:
+    """The parameters a full fine-tuning config trains, by qualified name."""
+    regex = re.compile(config.trainable)
+    found = {name: p for name, p in model.named_parameters() if regex.search(name)}
+    if not found:
+        raise ConfigError(f"trainable {config.trainable!r} matches no parameter of {type(model).__name__}")
+    return found
 
 
 def adapter_config(model: nn.Module) -> AdapterConfig | None:
@@ -60,7 +73,11 @@ def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Adapter and gate weights only (never the frozen base), keyed by qualified name."""
+    """Adapter and gate weights only (never the frozen base), keyed by qualified name; for full
+    fine-tuning, the fine-tuned parameters."""
+    config = adapter_config(model)
+    if isinstance(config, FullFinetuneConfig):
+        return {name: p.data for name, p in finetuned_parameters(model, config).items()}
     state = {}
     for name, layer in adapter_layers(model).items():
         for key, value in layer.state_dict().items():

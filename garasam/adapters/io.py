@@ -115,10 +115,10 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
                     f"{weights}: {key} has shape {tuple(saved[key].shape)}, model expects {tuple(current[name].shape)}"
                 )
             current[name].copy_(saved[key])
-    for layer in adapter_layers(model).values():
-        for name, param in layer.named_parameters():
-            if not name.startswith("base."):
-                param.requires_grad_(trainable)
+    params = dict(model.named_parameters())
+    for name in own.values():
+        if name in params:  # buffers have no gradient
+            params[name].requires_grad_(trainable)
     _warn_on_other_checkpoint(model, meta["backbone"], directory)
     return model
 

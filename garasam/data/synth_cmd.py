@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from garasam.data.synthetic import SPLITS, write_scenes
+from garasam.data.synthetic import FAMILIES, SPLITS, write_scenes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +18,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size", type=int, default=256, help="scene height and width in pixels (default 256)"
     )
-    parser.add_argument("--split", choices=SPLITS, default="train", help="shape and background families")
+    parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="target",
+        help="scene family: source (pretraining the tiny SAM), target (adapter training and seen test), "
+        "zero_shot (test only); default target",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="split of the family (default: its first, train for target)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     stats = write_scenes(
-        args.out, num=args.num, seed=args.seed, size=(args.size, args.size), split=args.split
+        args.out,
+        num=args.num,
+        seed=args.seed,
+        size=(args.size, args.size),
+        family=args.family,
+        split=args.split,
     )
     print(
         f"synth: {stats.written} scene(s) written, {stats.skipped} already present, "

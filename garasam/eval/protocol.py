@@ -65,20 +65,27 @@ CLEAN_CONDITION = Condition(CLEAN.name, 0)
 
 @dataclass
 class MetricSums:
-    """Sums of each metric over scored objects, and their number: the only thing ranks exchange."""
+    """Sums of each metric over scored objects, and their number, plus every object's own scores
+    (keyed `image_id/object_index`, the object's index in the clean ground truth) for per-object
+    statistics such as bootstrap intervals and paired comparisons."""
 
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRICS, 0.0))
     count: int = 0
+    objects: dict[str, tuple[float, ...]] = field(default_factory=dict)  # key -> one value per METRICS
 
-    def add(self, values: Mapping[str, torch.Tensor]) -> None:
+    def add(self, values: Mapping[str, torch.Tensor], keys: Sequence[str] = ()) -> None:
         for name in METRICS:
             self.sums[name] += float(values[name].sum())
         self.count += int(values[METRICS[0]].numel())
+        if keys:
+            columns = torch.stack([values[name].float().flatten().cpu() for name in METRICS], 1).tolist()
+            self.objects.update(zip(keys, map(tuple, columns), strict=True))
 
     def merge(self, other: MetricSums) -> None:
         for name in METRICS:
             self.sums[name] += other.sums[name]
         self.count += other.count
+        self.objects.update(other.objects)
 
     def means(self) -> dict[str, float] | None:
         """Mean of each metric over objects, or None when nothing was scored."""
@@ -214,6 +221,33 @@ class Results:
                     )
         return rows
 
+    def object_scores(
+        self, model: str, prompt: str, condition: Condition, metric: str = "iou"
+    ) -> dict[str, float]:
+        """Every scored object's `metric` for one (model, prompt, condition), keyed `image_id/index`."""
+        column = METRICS.index(metric)
+        sums = self.scores[(model, condition.degradation, condition.severity, prompt)]
+        return {key: values[column] for key, values in sums.objects.items()}
+
+    def object_rows(self) -> list[dict[str, Any]]:
+        """One row per model x condition x prompt x object: the per-object scores file."""
+        rows = []
+        for (model, degradation, severity, prompt), sums in self.scores.items():
+            for key, values in sums.objects.items():
+                image_id, _, index = key.rpartition("/")
+                rows.append(
+                    {
+                        "model": model,
+                        "image_id": image_id,
+                        "object": int(index),
+                        "degradation": degradation,
+                        "severity": severity,
+                        "prompt": prompt,
+                        **dict(zip(METRICS, values, strict=True)),
+                    }
+                )
+        return rows
+
     def gate_layers(self, model: str) -> list[str]:
         """Adapter layers with gate statistics for `model`, in model order."""
         return list(dict.fromkeys(key[3] for key in self.gates if key[0] == model))
@@ -319,6 +353,7 @@ class View:
     condition: Condition
     image: np.ndarray  # H x W x 3 uint8
     masks: np.ndarray  # bool [N, H, W], objects empty in this view dropped
+    object_ids: list[int]  # index of each of the N objects in the clean ground truth
     sam_image: torch.Tensor  # uint8 [3, h, w]
     prompts: dict[str, list[Prompt]]  # kind -> original-frame prompts
     sam_prompts: dict[str, list[Prompt]]  # kind -> input-frame prompts
@@ -395,7 +430,9 @@ class _ViewSource(torch.utils.data.Dataset):
                 problems.append(f"{image_id}: {condition.label}: {err}")
                 continue
             same_masks = masks is clean_masks
-            kept = masks if same_masks else masks[masks.reshape(len(masks), -1).any(1)]
+            present = masks.reshape(len(masks), -1).any(1)
+            kept = masks if same_masks else masks[present]
+            object_ids = list(range(len(masks))) if same_masks else np.flatnonzero(present).tolist()
             if len(kept) == 0:
                 problems.append(f"{image_id}: {condition.label}: every object mask is empty")
                 continue
@@ -406,6 +443,7 @@ class _ViewSource(torch.utils.data.Dataset):
                     condition=condition,
                     image=image,
                     masks=kept,
+                    object_ids=object_ids,
                     sam_image=self.transform.apply_image(image),
                     prompts=prompts,
                     sam_prompts={
@@ -576,7 +614,8 @@ def _score_views(
                 for j, pred in zip(group, predictions, strict=True):
                     condition = views[j].condition
                     values = mask_metrics(pred, truths[j], dilation_ratio, boundaries[j])
-                    scores[(name, condition.degradation, condition.severity, kind)].add(values)
+                    keys = [f"{item.image_id}/{index}" for index in views[j].object_ids]
+                    scores[(name, condition.degradation, condition.severity, kind)].add(values, keys)
                     example = examples.get((j, kind))
                     if example is not None:
                         example.predictions[name] = pred.cpu().numpy()

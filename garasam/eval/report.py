@@ -1,4 +1,5 @@
-"""Evaluation outputs: results.json (everything), results.csv (one row per condition), summary.md, plots.
+"""Evaluation outputs: results.json (everything), results.csv (one row per condition), objects.csv (one
+row per scored object), summary.md, plots.
 
 `summary.md` puts the headline numbers in the paper's table layout (rows = models; columns = point /
 box x degraded / clear x IoU / Dice), then every metric, the per-degradation IoU and, for several
@@ -12,6 +13,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from garasam.io import atomic_write_text
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = ("model", "dataset", "degradation", "severity", "prompt", *METRICS, "count")
+OBJECT_COLUMNS = ("model", "image_id", "object", "degradation", "severity", "prompt", *METRICS)
 
 
 def results_dict(results: Results) -> dict[str, Any]:
@@ -80,10 +83,19 @@ def _with_count(means: dict[str, float] | None, count: int) -> dict[str, Any] | 
 
 
 def results_csv(results: Results) -> str:
+    return _csv(CSV_COLUMNS, results.rows())
+
+
+def objects_csv(results: Results) -> str:
+    """Per-object scores (image, object, condition, prompt, every metric): paired statistics, oracles."""
+    return _csv(OBJECT_COLUMNS, results.object_rows())
+
+
+def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
-    for row in results.rows():
+    for row in rows:
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
     return buffer.getvalue()
 
@@ -203,8 +215,9 @@ def write_report(results: Results, out: str | os.PathLike) -> list[Path]:
     text = json.dumps(results_dict(results), indent=2, allow_nan=False)
     atomic_write_text(out / "results.json", text + "\n")
     atomic_write_text(out / "results.csv", results_csv(results))
+    atomic_write_text(out / "objects.csv", objects_csv(results))
     atomic_write_text(out / "summary.md", summary_markdown(results))
-    written = [out / "results.json", out / "results.csv", out / "summary.md"]
+    written = [out / "results.json", out / "results.csv", out / "objects.csv", out / "summary.md"]
     written += write_plots(results, out)
     written += write_qualitative(results, out)
     return written

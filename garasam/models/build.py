@@ -18,7 +18,7 @@ from transformers.models.sam.modeling_sam import SamPositionalEmbedding, SamVisi
 from garasam.models.checkpoint import identify_checkpoint, load_sam_weights, tie_positional_embedding
 from garasam.models.registry import sam_config
 
-# Weights of the `tiny` type, trained by garasam/models/pretrain_tiny.py and shipped with the package.
+# Weights of the `tiny` type, trained by garasam/train/pretrain_tiny.py and shipped with the package.
 TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "tiny_sam.safetensors"
 
 

@@ -167,8 +167,13 @@ def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> 
     Adapters must already be injected. The frozen weights take the autocast dtype (bf16 halves
     their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
     """
+    from garasam.adapters import FullFinetuneConfig, adapter_config
     from garasam.models.fast import optimize_sam
 
+    if isinstance(adapter_config(sam), FullFinetuneConfig):
+        if enabled:
+            raise ConfigError("run.fast_encoder=true casts the frozen encoder; full fine-tuning trains it")
+        return
     device = next(sam.parameters()).device
     if enabled or (enabled is None and device.type == "cuda"):
         optimize_sam(sam, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)

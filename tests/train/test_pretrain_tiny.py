@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from garasam.models.build import build_sam
-from garasam.models.pretrain_tiny import (
+from garasam.train.pretrain_tiny import (
     MAX_POINTS,
     PretrainConfig,
     SceneStream,
@@ -27,7 +27,7 @@ def test_short_run_writes_weights_and_card(tmp_path: Path) -> None:
     card = pretrain_tiny(config)
 
     assert card["training"]["steps_done"] == 3
-    assert set(card["clear_iou_test_split"]) == {"point", "box"}
+    assert set(card["clear_iou_held_out_source"]) == {"point", "box"}
     assert json.loads(out.with_suffix(".json").read_text())["training"]["steps_done"] == 3
     trained = load_file(out)
     torch.manual_seed(config.seed)  # the run's own initialisation
