@@ -116,14 +116,17 @@ def test_corrupt_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_corrupt_skips_bad_images_unless_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "src"
     write_scenes(src, num=3, seed=0, size=(32, 32))
-    (src / "clear" / "train_0000001.jpg").write_bytes(b"broken")
+    (src / "clear" / "source_train_0000001.jpg").write_bytes(b"broken")
     base = ["corrupt", "--data", f"robustseg:{src}", "--only", "fog", "--workers", "1"]
     assert main([*base, "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
-    assert "1 problem(s)" in captured.out and "train_0000001.jpg: cannot read image" in captured.err
-    assert sorted(p.stem for p in (tmp_path / "out" / "fog").iterdir()) == ["train_0000000", "train_0000002"]
+    assert "1 problem(s)" in captured.out and "source_train_0000001.jpg: cannot read image" in captured.err
+    assert sorted(p.stem for p in (tmp_path / "out" / "fog").iterdir()) == [
+        "source_train_0000000",
+        "source_train_0000002",
+    ]
     assert main([*base, "--out", str(tmp_path / "strict"), "--strict"]) == 2
-    assert "train_0000001.jpg: cannot read image" in capsys.readouterr().err
+    assert "source_train_0000001.jpg: cannot read image" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -28,7 +28,10 @@ def tiny_sam(seed: int | None = None) -> SamModel:
 
 
 def scenes(count: int = 3, size: tuple[int, int] = (64, 80)) -> list[Sample]:
-    return [generate_scene(seed, size=size, split="test", num_objects=(1, 3)) for seed in range(count)]
+    return [
+        generate_scene(seed, size=size, family="target", split="test", num_objects=(1, 3))
+        for seed in range(count)
+    ]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:the bundled tiny SAM weights")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scenes")
-    write_scenes(root, 2, seed=0, size=(64, 64), split="test")
+    write_scenes(root, 2, seed=0, size=(64, 64), family="target", split="test")
     return root
 
 

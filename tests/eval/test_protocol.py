@@ -177,3 +177,20 @@ def test_bf16_autocast_scores_close_to_fp32(samples) -> None:
     for condition in fp32.conditions:
         expected = fp32.condition_mean("m", "box", condition)["iou"]
         assert bf16.condition_mean("m", "box", condition)["iou"] == pytest.approx(expected, abs=0.1)
+
+
+def test_per_object_scores_add_up_to_the_sums_and_name_the_clean_object(samples) -> None:
+    """objects.csv and the bootstrap rest on these: one entry per scored object, keyed by the object's
+    index in the clean ground truth (also when a geometric degradation drops an object)."""
+    results = run({"frozen": tiny_sam()}, samples, prompts=["box", "point"])
+    for (model, _, _, prompt), sums in results.scores.items():
+        assert len(sums.objects) == sums.count
+        for column, metric in enumerate(("iou", "dice", "pixel_acc", "boundary_iou")):
+            assert sum(v[column] for v in sums.objects.values()) == pytest.approx(sums.sums[metric])
+        clean_keys = set(results.scores[(model, "clean", 0, prompt)].objects)
+        assert set(sums.objects) <= clean_keys
+    keys = set(results.scores[("frozen", "clean", 0, "box")].objects)
+    assert keys == {f"{s.meta['image_id']}/{i}" for s in samples for i in range(len(s.masks))}
+    rows = results.object_rows()
+    assert len(rows) == sum(s.count for s in results.scores.values())
+    assert {r["prompt"] for r in rows} == {"box", "point"} and all(0 <= r["iou"] <= 1 for r in rows)
