@@ -79,13 +79,15 @@ def card(stages: list[dict], results: dict) -> str:
 
 def _stage_line(number: int, stage: dict) -> str:
     training = stage["training"]
+    # Stages 1-3 recorded the quick check on the former test split; later ones on held-out source scenes.
+    quick = stage.get("clear_iou_held_out_source") or stage["clear_iou_test_split"]
     start = "from scratch" if not training.get("init") else "from the previous stage's weights"
     return (
         f"- stage {number}, {start}: {training['steps_done']} steps of batch {training['batch_size']} in "
         f"{training['seconds'] / 60:.0f} min on {stage['hardware']}, peak lr {training['lr']}, weight decay "
         f"{training['weight_decay']}, warm-up {training['warmup_steps']} steps; clear IoU afterwards (quick check "
-        f"on {training['eval_scenes']} test scenes): point {stage['clear_iou_test_split']['point']}, "
-        f"box {stage['clear_iou_test_split']['box']}; command `garasam pretrain-tiny"
+        f"on {training['eval_scenes']} test scenes): point {quick['point']}, "
+        f"box {quick['box']}; command `garasam pretrain-tiny"
         + (f" --init <stage {number - 1} weights>" if training.get("init") else "")
         + f" --time-budget {training['time_budget']:.0f} --batch-size {training['batch_size']} --lr {training['lr']}"
         f" --warmup-steps {training['warmup_steps']} --workers {training['workers']}"
