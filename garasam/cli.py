@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from garasam.errors import GarasamError
@@ -29,6 +30,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# A value such as `-5,5,40,40` or `-1e-3` that argparse would read as an option.
+_NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--box -5,5,40,40` -> `--box=-5,5,40,40`, so a negative number reaches the option (and then
+    its proper check, e.g. "outside the image") instead of argparse's "expected one argument"."""
+    joined: list[str] = []
+    for token in argv:
+        previous = joined[-1] if joined else ""
+        if _NEGATIVE_VALUE.match(token) and previous.startswith("--") and "=" not in previous:
+            joined[-1] = f"{previous}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse, letting `key=value` overrides stand anywhere on the line for commands that take them
+    (argparse alone rejects them after an option)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides"):
+        overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+        args.overrides = list(args.overrides or []) + overrides
+        extra = [item for item in extra if item not in overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="garasam", description="GaRA-SAM: robust Segment Anything.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -40,10 +71,13 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = _parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as exit_:  # argparse has printed its usage error (or --help): return its code
+        return int(exit_.code or 0)
     if args.command is None:
         parser.print_help()
         return 2

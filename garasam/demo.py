@@ -20,13 +20,14 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from garasam.argtypes import output_dir, positive_int
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import PLANS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)"
+        "--out", type=output_dir, default=Path("demo_out"), help="output folder (default: demo_out)"
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run of about three minutes")
     parser.add_argument("--sam", default=None, help="SAM model type for --checkpoint (vit_b, vit_l, vit_h)")
@@ -40,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="zero-shot evaluation data `reader:path` (optional, with --data)",
     )
-    parser.add_argument("--steps", type=int, default=None, help="training steps per adapter (plan default)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps per adapter (plan default)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
 
 

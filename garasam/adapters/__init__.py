@@ -16,6 +16,7 @@ from garasam.adapters.inject import (
     adapter_state_dict,
     gate_summary,
     inject_adapters,
+    remove_adapters,
     trainable_parameters,
 )
 from garasam.adapters.io import load_adapters, read_adapter_config, save_adapters
@@ -42,6 +43,7 @@ __all__ = [
     "inject_adapters",
     "load_adapters",
     "read_adapter_config",
+    "remove_adapters",
     "save_adapters",
     "trainable_parameters",
 ]

@@ -7,6 +7,8 @@ Defaults follow the GaRA-SAM paper (section 1 of the reference); the fields the 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +24,9 @@ QKV_MLP_TARGETS = (
 )
 
 Gating = Literal["gated", "unified", "space_only", "random"]
+# Upper bounds on sizes: far above any real adapter (ViT-H is 1280 wide, the paper's ranks end at 1024).
+MAX_WIDTH = 65536
+MAX_LAYERS = 64
 
 
 @dataclass
@@ -38,8 +43,14 @@ class AdapterConfig:
         return data
 
     def __post_init__(self) -> None:
+        # Every number must be finite: NaN passes every `<= 0` check and would reach the weights.
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{type(self).__name__}.{item.name} must be a finite number, got {value}")
         if self.scale <= 0:
             raise ConfigError(f"{type(self).__name__}.scale must be positive, got {self.scale}")
+        _regex(self, "target_modules")
 
 
 @dataclass
@@ -51,7 +62,7 @@ class LoRAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive(self, "rank")
+        _positive(self, "rank", MAX_WIDTH)
 
 
 @dataclass
@@ -75,10 +86,10 @@ class GaRAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("r_low", "r_high", "space_gate_hidden", "space_gate_layers"):
-            _positive(self, name)
-        for name in ("component_gate_hidden", "component_gate_layers"):
-            _positive(self, name)
+        for name in ("r_low", "r_high", "space_gate_hidden", "component_gate_hidden"):
+            _positive(self, name, MAX_WIDTH)
+        for name in ("space_gate_layers", "component_gate_layers"):
+            _positive(self, name, MAX_LAYERS)
         if self.tau <= 0:
             raise ConfigError(f"GaRAConfig.tau must be positive, got {self.tau}")
         if self.gating not in ("gated", "unified", "space_only", "random"):
@@ -104,13 +115,20 @@ class MoELoRAConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.expert_ranks = tuple(int(r) for r in self.expert_ranks)
-        if len(self.expert_ranks) < 2 or min(self.expert_ranks) <= 0:
+        ranks = self.expert_ranks
+        if (
+            not isinstance(ranks, list | tuple)
+            or len(ranks) < 2
+            or not all(isinstance(r, int) and not isinstance(r, bool) and 0 < r <= MAX_WIDTH for r in ranks)
+        ):
             raise ConfigError(
-                f"MoELoRAConfig.expert_ranks needs two or more positive ranks, got {self.expert_ranks}"
+                f"MoELoRAConfig.expert_ranks needs two or more ranks from 1 to {MAX_WIDTH}, got {ranks!r}"
             )
-        _positive(self, "gate_hidden")
-        _positive(self, "gate_layers")
+        self.expert_ranks = tuple(ranks)
+        _positive(self, "gate_hidden", MAX_WIDTH)
+        _positive(self, "gate_layers", MAX_LAYERS)
+        if self.tau <= 0:
+            raise ConfigError(f"MoELoRAConfig.tau must be positive, got {self.tau}")
 
 
 @dataclass
@@ -121,6 +139,10 @@ class FullFinetuneConfig(AdapterConfig):
 
     adapter_type: ClassVar[str] = "full_finetune"
     trainable: str = r"^vision_encoder\."
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _regex(self, "trainable")
 
 
 CONFIG_TYPES: dict[str, type[AdapterConfig]] = {
@@ -142,7 +164,26 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     return cls(**data)
 
 
-def _positive(config: AdapterConfig, name: str) -> None:
+def _regex(config: AdapterConfig, name: str) -> None:
+    """A module-name pattern must compile now, not deep inside the injection."""
     value = getattr(config, name)
-    if not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{type(config).__name__}.{name} must be a regular expression string, got {value!r}"
+        )
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ConfigError(
+            f"{type(config).__name__}.{name} {value!r} is not a valid regular expression ({err})"
+        ) from None
+
+
+def _positive(config: AdapterConfig, name: str, maximum: int) -> None:
+    """A count from 1 to `maximum`: the bound turns a typo such as 10**12 layers into a message, not a
+    process killed for memory."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
+        raise ConfigError(
+            f"{type(config).__name__}.{name} must be an integer from 1 to {maximum}, got {value!r}"
+        )

@@ -53,6 +53,18 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
     return model
 
 
+def remove_adapters(model: nn.Module) -> nn.Module:
+    """Undo `inject_adapters`: every adapter layer gives its original Linear back and the model forgets
+    its adapter config. Parameters stay frozen (the caller knows what should train)."""
+    for name, layer in adapter_layers(model).items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.base)
+    if hasattr(model, _CONFIG_ATTR):
+        delattr(model, _CONFIG_ATTR)
+    return model
+
+
 def finetuned_parameters(model: nn.Module, config: FullFinetuneConfig) -> dict[str, nn.Parameter]:
     """The parameters a full fine-tuning config trains, by qualified name."""
     regex = re.compile(config.trainable)

@@ -7,6 +7,7 @@ Names are stored in transformers' layout; official `segment_anything` names map 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -19,13 +20,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import garasam
-from garasam.adapters.config import AdapterConfig, config_from_dict
+from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, config_from_dict
 from garasam.adapters.inject import (
     adapter_config,
     adapter_layers,
     adapter_state_dict,
     find_targets,
     inject_adapters,
+    remove_adapters,
 )
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_path, atomic_write_text
@@ -33,6 +35,7 @@ from garasam.io import atomic_path, atomic_write_text
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
 _OFFICIAL, _HF = "image_encoder.blocks.", "vision_encoder.layers."
 
 
@@ -48,12 +51,14 @@ def save_adapters(
     state = {_canonical(k): v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "garasam_adapter_type": config.adapter_type})
+        digest = _sha256(tmp)
     meta = {
         "format_version": FORMAT_VERSION,
         "garasam_version": garasam.__version__,
         "adapter": config.to_dict(),
         "backbone": backbone_identity(model, config),
         "target_modules": [_canonical(n) for n in adapter_layers(model)],
+        "weights_sha256": digest,
         **(extra or {}),
     }
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
@@ -74,6 +79,18 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable adapter config ({err})") from err
     if not isinstance(meta, dict) or "adapter" not in meta or "backbone" not in meta:
         raise CheckpointError(f"{path}: not a garasam adapter config (missing 'adapter' or 'backbone')")
+    version = meta.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
+        supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
+        raise CheckpointError(
+            f"{path}: format_version {version!r} is not supported by garasam {garasam.__version__} "
+            f"(supported: {supported}); a newer garasam may read it"
+        )
+    if not isinstance(meta["adapter"], dict) or not isinstance(meta["backbone"], dict):
+        raise CheckpointError(f"{path}: 'adapter' and 'backbone' must be JSON objects")
+    listed = meta.get("target_modules")
+    if listed is not None and not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
+        raise CheckpointError(f"{path}: 'target_modules' must be a list of module names")
     return meta
 
 
@@ -86,21 +103,33 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
     _check_backbone(model, config, meta["backbone"], directory)
+    _check_listed_targets(model, config, meta.get("target_modules"), directory)
+    saved = read_adapter_weights(directory, meta)
     weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{directory}: missing {WEIGHTS_NAME}")
-    try:
-        saved = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
-
     existing = adapter_config(model)
     if existing is None:
+        flags = {name: p.requires_grad for name, p in model.named_parameters()}
         inject_adapters(model, config)
+        try:
+            _fill(model, saved, weights, trainable)
+        except CheckpointError:  # a refused file leaves the model as it was
+            remove_adapters(model)
+            for name, p in model.named_parameters():
+                p.requires_grad_(flags[name])
+            raise
     elif existing.to_dict() != config.to_dict():
         raise CheckpointError(
             f"{directory}: the model already has different adapters ({existing.adapter_type})"
         )
+    else:
+        _fill(model, saved, weights, trainable)
+    _warn_on_other_checkpoint(model, meta["backbone"], directory)
+    return model
+
+
+def _fill(model: nn.Module, saved: dict[str, torch.Tensor], weights: Path, trainable: bool) -> None:
+    """Copy the saved tensors into the model's adapters, which must match them name for name and shape
+    for shape; then make them trainable or not."""
     own = {_canonical(k): k for k in adapter_state_dict(model)}
     missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
     if missing or unexpected:
@@ -119,8 +148,38 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
     for name in own.values():
         if name in params:  # buffers have no gradient
             params[name].requires_grad_(trainable)
-    _warn_on_other_checkpoint(model, meta["backbone"], directory)
-    return model
+
+
+def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of `adapter_model.safetensors`, checked against the digest its config records
+    (folders written before the digest existed are read unchecked) and for non-finite values: safetensors
+    has no checksum, so a flipped bit would otherwise load as a silently different adapter."""
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_NAME}")
+    expected = meta.get("weights_sha256")
+    if expected is not None and expected != _sha256(weights):
+        raise CheckpointError(
+            f"{weights}: contents differ from the digest in {CONFIG_NAME} (damaged or replaced file)"
+        )
+    try:
+        saved = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    bad = [key for key, tensor in saved.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{weights}: non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]}"
+        )
+    return saved
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def backbone_identity(model: nn.Module, config: AdapterConfig) -> dict[str, Any]:
@@ -152,11 +211,32 @@ def _check_backbone(model: nn.Module, config: AdapterConfig, saved: dict[str, An
         mine = backbone_identity(model, config)
     except ConfigError as err:
         raise CheckpointError(f"{directory}: these adapters do not fit this model ({err})") from err
-    if (mine["hidden_size"], mine["num_blocks"]) != (saved.get("hidden_size"), saved.get("num_blocks")):
+    fields = (("hidden_size", "encoder width"), ("num_blocks", "adapted blocks"))
+    differ = [
+        f"{label} {saved.get(key)!r} in the file, {mine[key]} in this model"
+        for key, label in fields
+        if saved.get(key) != mine[key]
+    ]
+    if differ:
         raise CheckpointError(
-            f"{directory}: adapters were made for a {saved.get('model_type')} backbone "
-            f"(width {saved.get('hidden_size')}, {saved.get('num_blocks')} blocks), but this model is "
-            f"{mine['model_type']} (width {mine['hidden_size']}, {mine['num_blocks']} blocks)"
+            f"{directory}: these adapters do not fit this model: {'; '.join(differ)} "
+            f"(the file calls its backbone {saved.get('model_type')!r}, this model is {mine['model_type']!r})"
+        )
+
+
+def _check_listed_targets(
+    model: nn.Module, config: AdapterConfig, listed: list[str] | None, directory: Path
+) -> None:
+    """The layers the file says it adapts must be the ones the injection adapted: a file whose
+    names match nothing here would otherwise load as adapters that change nothing."""
+    if listed is None or isinstance(config, FullFinetuneConfig):
+        return
+    mine = [_canonical(n) for n, _ in _target_linears(model, config)]
+    missing = sorted(set(listed) - set(mine))
+    if missing:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME}: target_modules lists {len(missing)} layer(s) this model does not "
+            f"adapt (e.g. {missing[0]!r}; adapted here: {mine[0] if mine else 'none'} ...)"
         )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from garasam.argtypes import non_negative_int, output_dir
 from garasam.data.readers import (
     CLEAN_DIR,
     MASKS_DIR,
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", help="source dataset, <reader>:<path> (robustseg, coco, folder, cityscapes)"
     )
-    parser.add_argument("--out", type=Path, help="output folder (Robust-Seg layout)")
+    parser.add_argument("--out", type=output_dir, help="output folder (Robust-Seg layout)")
     parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
     parser.add_argument(
         "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
@@ -52,11 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", help="comma-separated degradation names (default: the whole suite)")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=min(4, os.cpu_count() or 1),
         help="worker processes (default min(4, CPUs))",
     )
-    parser.add_argument("--seed", type=int, default=0, help="base seed of every degradation (default 0)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="base seed of every degradation (default 0)"
+    )
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad image instead of skipping it"
     )

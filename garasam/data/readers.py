@@ -13,7 +13,6 @@ import inspect
 import json
 import types
 import typing
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from urllib.parse import parse_qsl, urlparse
 import numpy as np
 from PIL import Image, ImageOps
 
+from garasam.data.coco_masks import decode_segmentation
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_path
 
@@ -453,10 +453,14 @@ class CocoReader(Reader):
         for ann in data["annotations"]:
             if not isinstance(ann, dict) or "image_id" not in ann or "segmentation" not in ann:
                 raise DataError(f"{self.root}: annotation without image_id/segmentation: not a COCO file")
+            if not _is_id(ann["image_id"]):
+                raise DataError(f"{self.root}: annotation {ann.get('id')!r} has image_id {ann['image_id']!r}")
             if ann.get("iscrowd", 0) and not include_crowd:
                 continue
             by_image.setdefault(ann["image_id"], []).append(ann)
         for entry in data["images"]:
+            if not isinstance(entry, dict) or not _is_id(entry.get("id")):
+                raise DataError(f"{self.root}: image entry {entry!r:.80} is not an object with an id")
             anns = by_image.get(entry.get("id"))
             if not anns:
                 continue
@@ -503,11 +507,14 @@ class CocoReader(Reader):
         return next((path for path in candidates if path.is_file()), None)
 
     def _load(self, index: int) -> Sample:
-        from pycocotools import mask as mask_utils
-
         stem, path, (entry, anns) = self._items[index]
         image = load_image(path)
-        height, width = int(entry.get("height", image.shape[0])), int(entry.get("width", image.shape[1]))
+        try:
+            height, width = int(entry.get("height", image.shape[0])), int(entry.get("width", image.shape[1]))
+        except (TypeError, ValueError, OverflowError):
+            raise DataError(
+                f"{self.root}: image entry {entry.get('id')!r} has a height/width that is not an integer"
+            ) from None
         if (height, width) != image.shape[:2]:
             raise DataError(
                 f"{path}: image size {image.shape[1]}x{image.shape[0]} differs from the annotation size "
@@ -515,25 +522,9 @@ class CocoReader(Reader):
             )
         masks = []
         for ann in anns:
-            seg = ann["segmentation"]
             try:
-                if isinstance(
-                    seg, list
-                ):  # polygons; pycocotools reads a 4-number list as a box, so drop those
-                    polygons = [p for p in seg if len(p) >= 6 and len(p) % 2 == 0]
-                    rle = (
-                        mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-                        if polygons
-                        else None
-                    )
-                elif isinstance(seg.get("counts"), list):  # uncompressed RLE
-                    rle = mask_utils.frPyObjects(seg, height, width)
-                else:  # compressed RLE
-                    rle = seg
-                with warnings.catch_warnings():  # pycocotools' RLE object predates NumPy 2's copy keyword
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    mask = mask_utils.decode(rle) if rle is not None else np.zeros((height, width), np.uint8)
-            except (TypeError, ValueError, KeyError) as err:
+                mask = decode_segmentation(ann["segmentation"], height, width)
+            except (TypeError, ValueError) as err:
                 raise DataError(
                     f"{self.root}: bad segmentation in annotation {ann.get('id')} ({err})"
                 ) from None
@@ -547,6 +538,11 @@ class CocoReader(Reader):
             image_id=stem,
             category_ids=[ann.get("category_id") for ann in anns],
         )
+
+
+def _is_id(value: Any) -> bool:
+    """COCO ids are integers (LVIS, ours) or strings (some exports); never bools, floats or containers."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def _objects_from_label_map(array: np.ndarray, mode: str) -> tuple[list[int], list[np.ndarray]]:

@@ -6,17 +6,21 @@ The output is a `robustseg:` dataset that `garasam corrupt` can degrade and `tra
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from garasam.argtypes import int_at_least, non_negative_int, output_dir, positive_int
 from garasam.data.synthetic import FAMILIES, SPLITS, write_scenes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="output folder (gets clear/ and masks/)")
-    parser.add_argument("--num", type=int, required=True, help="number of scenes")
-    parser.add_argument("--seed", type=int, default=0, help="first scene seed; scenes are seed .. seed+num-1")
     parser.add_argument(
-        "--size", type=int, default=256, help="scene height and width in pixels (default 256)"
+        "--out", type=output_dir, required=True, help="output folder (gets clear/ and masks/)"
+    )
+    parser.add_argument("--num", type=positive_int, required=True, help="number of scenes")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="first scene seed; scenes are seed .. seed+num-1"
+    )
+    parser.add_argument(
+        "--size", type=int_at_least(32), default=256, help="scene height and width in pixels (default 256)"
     )
     parser.add_argument(
         "--family",

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from garasam.argtypes import non_negative_int, output_dir, positive_int
 from garasam.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", required=True, help="dataset, <reader>:<path> (robustseg, coco, folder, cityscapes)"
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder for results, tables and plots")
+    parser.add_argument(
+        "--out", required=True, type=output_dir, help="output folder for results, tables and plots"
+    )
     parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
     parser.add_argument(
         "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
@@ -51,8 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="degrade on the fly or read the "
         "dataset's degradation folders (robustseg layout, see `garasam corrupt`)",
     )
-    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the degradations (default 0)")
+    parser.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="base seed of the degradations (default 0)"
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument(
         "--precision",
@@ -61,18 +66,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto = bf16 autocast on GPU, fp32 on CPU",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="views of one image per encoder batch (default 8)"
+        "--batch-size", type=positive_int, default=8, help="views of one image per encoder batch (default 8)"
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         help="data-loading and degradation processes (default: min(4, CPUs) on GPU, 0 on CPU)",
     )
     parser.add_argument("--objects", default="all", choices=("all", "largest"), help="objects per image")
-    parser.add_argument("--max-objects", type=int, help="at most N (largest) objects per image")
-    parser.add_argument("--min-area", type=int, default=0, help="skip objects smaller than this many pixels")
+    parser.add_argument("--max-objects", type=positive_int, help="at most N (largest) objects per image")
     parser.add_argument(
-        "--examples", type=int, default=3, help="images on the qualitative sheets (default 3, 0 = none)"
+        "--min-area", type=non_negative_int, default=0, help="skip objects smaller than this many pixels"
+    )
+    parser.add_argument(
+        "--examples",
+        type=non_negative_int,
+        default=3,
+        help="images on the qualitative sheets (default 3, 0 = none)",
     )
     parser.add_argument(
         "--example-degradations",

@@ -799,6 +799,19 @@ def evaluate(
     bar.close()
 
     merged_scores, merged_gates, all_problems, images = _combine(scores, gates, problems, num_images, world)
+    # What the reader skipped on its own (files without a pair, dropped empty masks) counts too; the
+    # items it failed to load are already in the list, under the reader's reason.
+    for problem in getattr(dataset, "problems", None) or []:
+        if str(problem) not in all_problems and getattr(problem, "reason", None) not in all_problems:
+            all_problems.append(str(problem))
+    if images == 0:
+        name = dataset_name or _dataset_name(dataset)
+        reasons = "; ".join(all_problems[:3]) or "no image with at least one object mask"
+        more = f" (and {len(all_problems) - 3} more)" if len(all_problems) > 3 else ""
+        raise DataError(
+            f"{name}: no usable sample to evaluate ({len(dataset)} item(s) found, none readable with an "
+            f"object mask): {reasons}{more}"
+        )
     identities = {}
     for name, model in models.items():
         identities[name] = {**model_identity(model), **dict((model_info or {}).get(name, {}))}

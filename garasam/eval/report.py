@@ -21,6 +21,8 @@ from garasam.eval.metrics import METRIC_LABELS, METRICS
 from garasam.eval.protocol import CLEAN_CONDITION, Results
 from garasam.io import atomic_write_text
 
+MAX_LISTED_PROBLEMS = 50  # skipped items listed in summary.md; results.json has every one
+
 FORMAT_VERSION = 1
 CSV_COLUMNS = ("model", "dataset", "degradation", "severity", "prompt", *METRICS, "count")
 OBJECT_COLUMNS = ("model", "image_id", "object", "degradation", "severity", "prompt", *METRICS)
@@ -133,7 +135,9 @@ def summary_markdown(results: Results) -> str:
     lines = [
         f"# Robustness evaluation: {config['dataset']}",
         "",
-        f"{results.num_images} images, suite `{config['suite']}` "
+        f"{results.num_images} images"
+        + (f" ({len(results.problems)} item(s) skipped, listed at the end)" if results.problems else "")
+        + f", suite `{config['suite']}` "
         f"({len(results.degradation_names)} degradations"
         + (f", severities {', '.join(map(str, severities))}" if len(severities) > 1 else "")
         + f"), degradations {'read from disk' if config['source'] == 'disk' else 'applied on the fly'}, "
@@ -201,7 +205,11 @@ def summary_markdown(results: Results) -> str:
         ["model", "adapter", "backbone", "adapter params", "adapters folder"], rows, text_columns=3
     )
     if results.problems:
-        lines += ["", f"{len(results.problems)} item(s) skipped; first: {results.problems[0]}"]
+        shown = results.problems[:MAX_LISTED_PROBLEMS]
+        lines += ["", f"## Skipped: {len(results.problems)} item(s) (not in any number above)", ""]
+        lines += [f"- {problem}" for problem in shown]
+        if len(results.problems) > len(shown):
+            lines.append(f"- ... and {len(results.problems) - len(shown)} more (all in results.json)")
     return "\n".join(lines) + "\n"
 
 

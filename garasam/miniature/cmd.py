@@ -11,6 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from garasam.argtypes import output_dir
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import ARMS, PLANS
@@ -18,7 +19,7 @@ from garasam.miniature.plan import ARMS, PLANS
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--out", type=Path, default=Path("study_out"), help="output folder (default: study_out)"
+        "--out", type=output_dir, default=Path("study_out"), help="output folder (default: study_out)"
     )
     parser.add_argument(
         "--seeds", default=None, help="comma-separated training seeds (default: the plan's, 0,1,2)"

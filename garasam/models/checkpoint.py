@@ -115,6 +115,11 @@ def load_sam_weights(model: SamModel, path: str | os.PathLike, model_type: str, 
     _check_state_dict(state, expected, model_type, source)
     for key, reference in expected.items():
         state[key] = state[key].to(device=device, dtype=reference.dtype)
+        # no official format has a checksum: a damaged file can hold NaN or inf, which no SAM was trained to
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise CheckpointError(
+                f"{source}: {key} holds non-finite values (NaN or inf); the file is damaged"
+            )
     model.load_state_dict(state, strict=True, assign=True)
     tie_positional_embedding(model)
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from garasam.adapters import GateSummary
 from garasam.errors import ConfigError, DataError
@@ -36,6 +37,15 @@ except ImportError:  # transformers 4.x: the slow processor needs no torchvision
     from transformers import SamImageProcessor as _CropProcessor
 
 OutputMode = Literal["binary_mask", "coco_rle"]
+MIN_SIDE = 2  # a one-pixel-wide image has no shape to find: refused rather than answered with nothing
+
+
+def check_auto_size(height: int, width: int, where: str = "image") -> None:
+    """Automatic masks need an image at least MIN_SIDE pixels a side."""
+    if min(height, width) < MIN_SIDE:
+        raise DataError(
+            f"{where}: {width}x{height} is too small for automatic masks (at least {MIN_SIDE} px a side)"
+        )
 
 
 @dataclass
@@ -128,8 +138,11 @@ class AutomaticMaskGenerator:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
+        check_auto_size(image.shape[0], image.shape[1])
+        # A PIL image, not the array: transformers guesses the channel axis of an array and guesses
+        # wrong for images 1 or 3 pixels high (a 3 x 50 image became 50 x 3).
         crop_boxes, crop_points, _, _ = _CropProcessor().generate_crop_boxes(
-            image,
+            Image.fromarray(image),
             self.predictor.transform.image_size,
             crop_n_layers=self.crop_n_layers,
             overlap_ratio=self.crop_overlap_ratio,

@@ -15,6 +15,8 @@ import argparse
 import glob
 import io
 import json
+import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from garasam.argtypes import non_negative_int, output_dir, positive_int, unit_float
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
 from garasam.models.registry import MODEL_TYPES, model_type_of_config
-from garasam.predict.automatic import AutomaticMaskGenerator
+from garasam.predict.automatic import AutomaticMaskGenerator, check_auto_size
 from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import from_pretrained, gate_table
@@ -41,6 +44,8 @@ def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
         values = []
     if len(values) not in counts:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every coordinate must be a finite number")
     return values
 
 
@@ -80,20 +85,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a click; all clicks form one prompt (repeatable)",
     )
     prompts.add_argument("--auto", action="store_true", help="segment everything (grid of point prompts)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=output_dir, required=True, help="output folder")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     auto = parser.add_argument_group("automatic masks (--auto)")
-    auto.add_argument("--points-per-side", type=int, default=32)
-    auto.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    auto.add_argument("--stability-score-thresh", type=float, default=0.95)
-    auto.add_argument("--min-mask-region-area", type=int, default=0)
+    auto.add_argument("--points-per-side", type=positive_int, default=32)
+    auto.add_argument("--pred-iou-thresh", type=unit_float, default=0.88)
+    auto.add_argument("--stability-score-thresh", type=unit_float, default=0.95)
+    auto.add_argument("--min-mask-region-area", type=non_negative_int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
     images = expand_inputs(args.images)
     prompts = _prompts(args)
     for path in images:
-        _check_image(path, prompts)
+        _check_image(path, prompts, args.auto)
     if args.out.exists() and not args.out.is_dir():
         raise DataError(f"{args.out}: exists and is not a folder")
     predictor = from_pretrained(args.adapters, args.checkpoint, args.model_type, args.device)
@@ -127,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
                 for r in records
             ]
             gates = generator.gate_summary()
+            if not records:
+                warnings.warn(
+                    f"{path}: no mask passed the thresholds (--pred-iou-thresh {args.pred_iou_thresh}, "
+                    f"--stability-score-thresh {args.stability_score_thresh}); lower them to see more",
+                    stacklevel=1,
+                )
         else:
             predictor.set_image(image)
             results = [segment(predictor, prompt) for prompt in prompts]
@@ -173,9 +184,11 @@ def _prompts(args: argparse.Namespace) -> list[UserPrompt]:
     return []
 
 
-def _check_image(path: Path, prompts: list[UserPrompt]) -> None:
+def _check_image(path: Path, prompts: list[UserPrompt], auto: bool) -> None:
     """Decode the image fully (a truncated file fails now, not halfway through) and check the prompts."""
     height, width = load_image(path).shape[:2]
+    if auto:
+        check_auto_size(height, width, str(path))
     for prompt in prompts:
         prompt.check_inside(height, width, str(path))
 

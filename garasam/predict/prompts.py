@@ -7,6 +7,7 @@ in a coordinate costs nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,9 @@ class UserPrompt:
             raise DataError(f"{self.where}: {len(self.points)} points but {len(self.labels)} labels")
         if not self.points and self.box is None:
             raise DataError(f"{self.where}: a prompt needs at least one point or a box")
+        coordinates = [v for point in self.points for v in point] + list(self.box or ())
+        if not all(math.isfinite(v) for v in coordinates):
+            raise DataError(f"{self.where}: every coordinate must be a finite number, got {coordinates}")
         bad = [label for label in self.labels if label not in (0, 1)]
         if bad:
             raise DataError(

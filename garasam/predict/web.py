@@ -18,7 +18,9 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import logging
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ from transformers import SamModel
 
 from garasam.adapters import GaRAConfig, adapter_config, inject_adapters, load_adapters
 from garasam.adapters.io import CONFIG_NAME
+from garasam.argtypes import port
 from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_for
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
@@ -198,7 +201,21 @@ def load_upload(path: str | os.PathLike) -> np.ndarray:
             raise DataError(f"{path.name}: not an image file (or a format the server cannot read)") from None
     if max(width, height) > MAX_SIDE:
         raise DataError(f"{path.name}: {width}x{height} is larger than the {MAX_SIDE} px limit")
-    return fit_working_size(load_image(path))
+    try:
+        image = load_image(path)
+    except DataError as err:  # a header that reads but pixels that do not: name the file, not its path
+        raise DataError(str(err).replace(str(path), path.name)) from None
+    return fit_working_size(image)
+
+
+_LOG = logging.getLogger(__name__)
+# An absolute path in a message (POSIX or Windows): only its last part may reach the page.
+_ABSOLUTE_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"()]+)+[\\/]([^\s\\/:'\"()]+)")
+
+
+def public_message(text: str) -> str:
+    """`text` with every absolute path cut to its file name: server paths stay on the server."""
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1), text)
 
 
 def fit_working_size(image: np.ndarray) -> np.ndarray:
@@ -317,8 +334,13 @@ def _guarded(app: WebApp, handler: Any) -> Any:
         state = next((a for a in args if isinstance(a, PageState)), PageState())
         try:
             return handler(*args)
-        except GarasamError as err:
-            message = f"**Error:** {err}"
+        except Exception as err:  # whatever fails, the page gets a message, never a trace or a path
+            if isinstance(err, GarasamError):
+                _LOG.warning("web page: %s", err)
+                message = f"**Error:** {public_message(str(err))}"
+            else:
+                _LOG.exception("web page: unexpected error")
+                message = "**Error:** the server could not process this request (details in its log)"
             try:
                 return render(app, state, message)
             except GarasamError:  # the stored prompt itself is the problem: drop it
@@ -441,7 +463,7 @@ def _import_gradio() -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=port, default=7860)
     parser.add_argument("--checkpoint", type=Path, help="SAM checkpoint; none: the bundled tiny SAM")
     parser.add_argument(
         "--adapters", type=Path, help="GaRA adapter folder; none: bundled demo or zero-init GaRA"

@@ -121,6 +121,23 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def newest_intact(output: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint whose trainer state and adapters both read, and why newer ones were
+    passed over (a crash mid-copy, a full disk or a bit flip leaves a complete-looking folder)."""
+    from garasam.adapters.io import read_adapter_config, read_adapter_weights
+
+    skipped = []
+    for step, path in reversed(list_checkpoints(output)):
+        try:
+            load_state(path)
+            read_adapter_weights(path / ADAPTERS, read_adapter_config(path / ADAPTERS))
+        except (CheckpointError, OSError) as err:
+            skipped.append(f"step {step}: {err}")
+            continue
+        return path, skipped
+    return None, skipped
+
+
 def write_best(output: Path, step: int, score: float) -> None:
     atomic_write_text(output / CHECKPOINTS / BEST_NAME, json.dumps({"step": step, "val_iou": score}) + "\n")
 

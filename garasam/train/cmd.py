@@ -12,6 +12,8 @@ import argparse
 import os
 import signal
 
+from garasam.argtypes import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", metavar="READER:PATH", help="held-out validation data")
     parser.add_argument("--output-dir", help="run folder: checkpoints, logs and the final adapters/")
     parser.add_argument(
-        "--max-steps", type=int, help="stop after this many steps (the lr decay scales along)"
+        "--max-steps", type=positive_int, help="stop after this many steps (the lr decay scales along)"
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in --output-dir"

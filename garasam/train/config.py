@@ -51,7 +51,8 @@ RESUMABLE_KEYS: tuple[str, ...] = (
 class Section(BaseModel):
     """A config section: unknown keys are errors; values are validated on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN slips through fields without bounds and inf through every lower bound: refuse both everywhere.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -270,9 +271,17 @@ def load_config(
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-        data = loaded or {}
+        if loaded is None or loaded == {}:
+            raise ConfigError(
+                f"{path}: the config is empty; a recipe names at least its model and adapter "
+                "(see configs/*.yaml), or leave out --config for the built-in ViT-B recipe"
+            )
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping of sections (model:, adapter:, ...) at the top level, "
+                f"got a {type(loaded).__name__}"
+            )
+        data = loaded
         validate(data, source)
     set_keys: dict[str, str] = {}
     for item in overrides:

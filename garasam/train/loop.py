@@ -45,6 +45,7 @@ from garasam.train.data import (
     to_device,
 )
 from garasam.train.monitor import Monitor
+from garasam.train.preflight import plan_resources
 from garasam.train.validation import Validator
 
 # Order of the per-step statistics reduced over processes (sums and counts).
@@ -240,9 +241,21 @@ class Trainer:
         self.config = config
         self.ctx = ctx
         self.output = Path(config.output_dir)
+        if self.output.exists() and not self.output.is_dir():
+            raise ConfigError(f"output_dir {self.output}: exists and is not a folder")
         self.device = ctx.device
         run = config.run
         self.autocast = autocast_for(self.device, run.precision)
+        # Does the model and batch fit this machine? Refused before anything is written or built.
+        self.resources = plan_resources(
+            config.model.model_type,
+            -(-run.batch_size // ctx.world_size),
+            run.num_workers,
+            uses_bf16(self.device, run.precision),
+            run.activation_checkpointing,
+            self.device,
+        )
+        workers = self.resources.workers
         # Fresh run, resume, or refuse: decided before anything expensive is built.
         resume_from = self._prepare_output()
 
@@ -275,11 +288,11 @@ class Trainer:
             self.dataset,
             batch_size=self.sampler.per_rank,
             sampler=self.sampler,
-            num_workers=run.num_workers,
+            num_workers=workers,
             collate_fn=TrainCollate(image_size),
             pin_memory=self.device.type == "cuda",
-            persistent_workers=run.num_workers > 0,
-            worker_init_fn=_ignore_signals if run.num_workers > 0 else None,
+            persistent_workers=workers > 0,
+            worker_init_fn=_ignore_signals if workers > 0 else None,
             # A private generator: creating a loader iterator must not advance the global torch RNG,
             # which GaRA's Gumbel noise draws from (bitwise resume depends on it).
             generator=torch.Generator().manual_seed(run.seed),
@@ -377,7 +390,20 @@ class Trainer:
                 },
             )
         atomic_write_text(output / "config.yaml", dump_yaml(config))
-        return checkpoints[-1][1] if checkpoints else None
+        if not checkpoints:
+            return None
+        path, skipped = ckpt.newest_intact(output)
+        if path is None:
+            raise CheckpointError(
+                f"{output}: no intact checkpoint to resume from:\n  " + "\n  ".join(skipped)
+            )
+        if skipped:
+            warnings.warn(
+                f"{output}: resuming from {path.name}, the newest intact checkpoint; passed over "
+                + "; ".join(skipped),
+                stacklevel=2,
+            )
+        return path
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_state(path)
@@ -437,10 +463,19 @@ class Trainer:
             trainable_params=report.trainable,
             total_params=report.total,
         )
+        model = self.config.model
+        weights = model.checkpoint or ("bundled weights" if model.model_type == "tiny" else "random weights")
+        capped = (
+            f" (run.num_workers={self.config.run.num_workers} capped at the CPUs available)"
+            if self.resources.workers < self.config.run.num_workers
+            else ""
+        )
         self.monitor.write(
             f"garasam train: {len(self.dataset)} samples, {self.total_steps} steps "
             f"({self.steps_per_epoch}/epoch), batch {self.config.run.batch_size} on {self.ctx.world_size} "
-            f"process(es), {self.device}; {report}" + (f"; resuming at step {self.step}" if self.step else "")
+            f"process(es), {self.device}; model {model.model_type} ({weights}), "
+            f"{self.config.adapter_config().adapter_type} adapters; {self.resources.describe()}{capped}; "
+            f"{report}" + (f"; resuming at step {self.step}" if self.step else "")
         )
 
     def _loop(self, stop: _StopRequest) -> bool:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 from transformers import SamModel
 
+from garasam.argtypes import non_negative_int, output_file, positive_float, positive_int
 from garasam.data.prompts import eval_prompt, mask_box, sample_points
 from garasam.data.synthetic import generate_scene
 from garasam.data.transforms import SamTransform
@@ -257,17 +258,19 @@ def _hardware(device: torch.device) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PretrainConfig()
-    parser.add_argument("--out", type=Path, default=defaults.out, help="safetensors file to write")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--out", type=output_file, default=defaults.out, help="safetensors file to write")
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps)
+    parser.add_argument(
+        "--time-budget", type=positive_float, default=None, help="stop after this many seconds"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=defaults.workers)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--eval-scenes", type=int, default=defaults.eval_scenes)
+    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers)
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
+    parser.add_argument("--eval-scenes", type=positive_int, default=defaults.eval_scenes)
     parser.add_argument("--init", type=Path, default=None, help="continue from these tiny SAM weights")
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=defaults.warmup_steps)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,9 +6,11 @@ from garasam.adapters import (
     GaRAConfig,
     LoRAConfig,
     MoELoRAConfig,
+    adapter_config,
     adapter_layers,
     gate_summary,
     inject_adapters,
+    remove_adapters,
     trainable_parameters,
 )
 from garasam.errors import ConfigError
@@ -111,3 +113,13 @@ def test_config_validation_names_the_field() -> None:
         GaRAConfig(gating="sometimes")
     with pytest.raises(ConfigError, match="expert_ranks"):
         MoELoRAConfig(expert_ranks=(16,))
+
+
+def test_remove_adapters_gives_the_original_layers_back(tiny_sam) -> None:
+    before = {name: type(m) for name, m in tiny_sam.named_modules()}
+    inject_adapters(tiny_sam, GaRAConfig(r_low=2, r_high=4))
+    assert adapter_config(tiny_sam) is not None
+    remove_adapters(tiny_sam)
+    assert adapter_config(tiny_sam) is None
+    assert {name: type(m) for name, m in tiny_sam.named_modules()} == before
+    inject_adapters(tiny_sam, LoRAConfig(rank=2))  # a plain model again: another injection works

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from garasam import cli
 from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
@@ -93,3 +94,55 @@ def test_model_specs_and_option_errors(dataset: Path, tmp_path: Path, capsys) ->
     assert cli.main([*base, "--example-degradations", "smog"]) == 2
     errors = capsys.readouterr().err
     assert "--severities" in errors and "needs --sam" in errors and "smog" in errors
+
+
+def _eval(data: str, out: Path) -> int:
+    return cli.main(["eval", "--data", data, "--only", "brightness", "--out", str(out), "--device", "cpu"])
+
+
+def test_an_evaluation_with_no_usable_sample_is_an_error(tmp_path: Path, capsys) -> None:
+    """Issue 13, case 5: every image unreadable used to give exit 0, "0 images" and n/a tables."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for stem in ("a", "b"):
+        (folder / f"{stem}.jpg").write_bytes(b"not a jpeg at all")
+        (folder / f"{stem}.png").write_bytes(b"nor a png")
+    assert _eval(f"folder:{folder}", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "no usable sample" in err and "a.jpg" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def _coco(root: Path, segmentations: list[dict]) -> Path:
+    """A COCO file with one 8 x 8 image per segmentation."""
+    images, annotations = [], []
+    for index, segmentation in enumerate(segmentations, start=1):
+        Image.new("RGB", (8, 8), (index * 40, 90, 30)).save(root / f"img{index}.png")
+        images.append({"id": index, "file_name": f"img{index}.png", "height": 8, "width": 8})
+        annotations.append(
+            {"id": 10 + index, "image_id": index, "category_id": 1, "segmentation": segmentation}
+        )
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+GOOD_RLE = {"size": [8, 8], "counts": [18, 4, 4, 4, 4, 4, 26]}  # a 4 x 3 block
+
+
+def test_a_coco_file_whose_only_annotation_is_bad_is_an_error(tmp_path: Path, capsys) -> None:
+    """Issue 13, case 6."""
+    path = _coco(tmp_path, [{"size": [8, 8], "counts": "!!!"}])
+    assert _eval(f"coco:{path}", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "no usable sample" in err and "bad segmentation in annotation 11" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_skipped_samples_are_counted_and_listed_in_the_report(tmp_path: Path) -> None:
+    path = _coco(tmp_path, [GOOD_RLE, {"size": [8, 8], "counts": "!!!"}])
+    assert _eval(f"coco:{path}", tmp_path / "o") == 0
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert "1 images (1 item(s) skipped, listed at the end)" in summary
+    assert "## Skipped: 1 item(s)" in summary and "bad segmentation in annotation 12" in summary
+    assert len(json.loads((tmp_path / "o" / "results.json").read_text())["problems"]) == 1

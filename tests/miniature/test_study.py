@@ -97,7 +97,7 @@ def test_plans_are_the_pre_registered_ones() -> None:
         (["study", "--arms", "gara"], "keep the arm 'frozen'"),
         (["demo", "--zero-shot-data", "robustseg:x"], "goes with --data"),
         (["demo", "--data", "robustseg:x"], "go together"),
-        (["demo", "--steps", "0"], "steps must be >= 1"),
+        (["demo", "--steps", "0"], "argument --steps: must be at least 1"),
     ],
 )
 def test_bad_command_lines_are_clear_errors(argv, message, tmp_path, capsys) -> None:

@@ -1,11 +1,13 @@
 """Automatic mask generation and the mask utilities it is built on."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from garasam.errors import ConfigError
+from garasam.errors import ConfigError, DataError
 from garasam.predict import AutomaticMaskGenerator, GaraSamPredictor
 from garasam.predict.masks import (
     batched_nms,
@@ -137,3 +139,23 @@ def test_bad_options() -> None:
         AutomaticMaskGenerator(None, points_per_side=0)
     with pytest.raises(ConfigError, match="output_mode"):
         AutomaticMaskGenerator(None, output_mode="polygons")
+
+
+@pytest.mark.parametrize("shape", [(3, 50, 3), (50, 3, 3), (2, 2, 3)])
+def test_thin_and_tiny_images_keep_their_orientation_without_warnings(tiny_sam, shape) -> None:
+    """Issue 13, case 13: transformers guessed the channel axis of an array and warned (a 3 x 50 image
+    became 50 x 3); the generator now hands it a PIL image."""
+    image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    generator = AutomaticMaskGenerator(
+        GaraSamPredictor(tiny_sam), points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        records = generator.generate(image)
+    assert records and all(r["segmentation"].shape == shape[:2] for r in records)
+
+
+def test_a_one_pixel_image_is_refused_clearly(tiny_sam) -> None:
+    generator = AutomaticMaskGenerator(GaraSamPredictor(tiny_sam), points_per_side=4)
+    with pytest.raises(DataError, match="1x1 is too small for automatic masks"):
+        generator.generate(np.zeros((1, 1, 3), dtype=np.uint8))

@@ -95,13 +95,20 @@ def test_same_names_in_two_folders_do_not_collide(images, tmp_path) -> None:
     assert (out / "scene.json").is_file() and (out / "scene-2.json").is_file()
 
 
-def _bad_adapters(tmp_path, tiny_sam):
+def _edited_adapters(tmp_path, tiny_sam, name, change):
+    """Tiny GaRA adapters whose saved config `change` has edited (a hand-edited or foreign file)."""
     inject_adapters(tiny_sam, GaRAConfig(r_low=4, r_high=8))
-    folder = save_adapters(tiny_sam, tmp_path / "vit_b_adapters")
+    folder = save_adapters(tiny_sam, tmp_path / name)
     config = json.loads((folder / "adapter_config.json").read_text())
-    config["backbone"].update(model_type="vit_b", hidden_size=768, num_blocks=12)
+    change(config)
     (folder / "adapter_config.json").write_text(json.dumps(config))
     return folder
+
+
+EDITS = {
+    "bad": lambda c: c["backbone"].update(model_type="vit_b", hidden_size=768, num_blocks=12),
+    "regex": lambda c: c["adapter"].update(target_modules="((("),
+}
 
 
 @pytest.mark.parametrize(
@@ -126,13 +133,24 @@ def _bad_adapters(tmp_path, tiny_sam):
             ["{in}", "--box", "1,1,5,5", "--adapters", "{bad}", "--model-type", "tiny"],
             "made for a vit_b backbone, but the model is tiny",
         ),
+        # issue 13: negative numbers reach their check (11), non-finite ones are named (12), and a
+        # hand-edited adapter config with a broken regex is a clear error naming the file (1)
+        (["{in}", "--box", "-5,5,40,40"], "box -5,5,40,40 is outside the 140x90 image"),
+        (["{in}", "--point", "-1,5"], "point (-1,5) is outside the 140x90 image"),
+        (["{in}", "--box", "nan,5,40,40"], "every coordinate must be a finite number"),
+        (["{in}", "--box", "1,1,inf,40"], "every coordinate must be a finite number"),
+        (["{in}", "--point", "-inf,3"], "every coordinate must be a finite number"),
+        (["{in}", "--box", "1,1,5,5", "--adapters", "{regex}"], "'(((' is not a valid regular expression"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(
     images, tmp_path, tiny_sam, capsys, arguments, message
 ) -> None:
-    bad = _bad_adapters(tmp_path, tiny_sam) if "{bad}" in arguments else None
-    argv = [a.format(**{"in": images, "tmp": tmp_path, "bad": bad}) for a in arguments]
+    folders = {
+        name: _edited_adapters(tmp_path, tiny_sam, name, edit) if f"{{{name}}}" in arguments else None
+        for name, edit in EDITS.items()
+    }
+    argv = [a.format(**{"in": images, "tmp": tmp_path, **folders}) for a in arguments]
     out = tmp_path / "out"
     try:
         code = main(["predict", *argv, "--out", str(out)])
@@ -151,3 +169,16 @@ def test_expand_inputs(images, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(Exception, match="folder holds no images"):
         expand_inputs([str(tmp_path / "empty")])
+
+
+def test_auto_on_a_one_pixel_image_is_refused_before_the_model_loads(tmp_path, capsys) -> None:
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    assert main(["predict", str(tmp_path / "dot.png"), "--auto", "--out", str(tmp_path / "out")]) == 2
+    assert "dot.png: 1x1 is too small for automatic masks" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_says_which_thresholds_to_lower_when_nothing_passes(images, tmp_path) -> None:
+    argv = ["predict", str(images / "scene.png"), "--auto", "--points-per-side", "2"]
+    with pytest.warns(UserWarning, match=r"no mask passed the thresholds \(--pred-iou-thresh 1.0"):
+        assert main([*argv, "--pred-iou-thresh", "1", "--out", str(tmp_path / "out")]) == 0

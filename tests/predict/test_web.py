@@ -1,5 +1,6 @@
 """The web page's logic, without a browser: loading, degrading, clicking, comparing, charting."""
 
+import io
 import warnings
 
 import numpy as np
@@ -168,3 +169,35 @@ def test_page_builds_and_reports_errors(app, tmp_path) -> None:
     stale = PageState(original=image, image=image, points=[(100.0, 5.0)], labels=[1])
     result = web._guarded(app, lambda state: render(app, state))(stale)
     assert result[0].prompt() is None and "outside the 30x20 image" in result[-1]
+
+
+def test_a_truncated_upload_names_the_file_not_the_server_path(tmp_path) -> None:
+    """Issue 13, case 7: the header reads, the pixels do not; PIL's error names the temporary path."""
+    folder = tmp_path / "gradio" / "0123abcd"
+    folder.mkdir(parents=True)
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(whole, "PNG")
+    cut = folder / "cut.png"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    with pytest.raises(DataError) as caught:
+        load_upload(cut)
+    assert "cut.png" in str(caught.value) and str(folder) not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (DataError("/tmp/gradio/0a1b/x.png: cannot read image"), "**Error:** x.png: cannot read image"),
+        (DataError(r"C:\Users\me\AppData\up.png: bad"), "**Error:** up.png: bad"),
+        (RuntimeError("/srv/garasam/secret.bin exploded"), "the server could not process this request"),
+    ],
+)
+def test_no_server_path_reaches_the_page(app, error, shown, caplog) -> None:
+    pytest.importorskip("gradio")
+    handler = web._guarded(app, lambda state: (_ for _ in ()).throw(error))
+    with caplog.at_level("WARNING", logger=web.__name__):
+        message = handler(PageState())[-1]
+    assert shown in message
+    for secret in ("/tmp/gradio", "AppData", "/srv/garasam"):
+        assert secret not in message
+    assert str(error) in caplog.text  # the full message stays in the server's log

@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from garasam.adapters import GaRAConfig, LoRAConfig, MoELoRAConfig
 from garasam.cli import main as cli_main
 from garasam.errors import ConfigError
 from garasam.train import cmd
-from garasam.train.config import load_config
+from garasam.train.config import TrainConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -148,3 +149,65 @@ def test_switching_the_adapter_type_starts_the_adapter_section_afresh() -> None:
     assert config.adapter_config() == LoRAConfig(rank=8)
     same = load_config(CONFIGS / "tiny_gara.yaml", ["adapter.adapter_type=gara", "adapter.r_low=4"])
     assert (same.adapter_config().r_low, same.adapter_config().r_high) == (4, 256)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "the config is empty"),
+        ("# only a comment\n", "the config is empty"),
+        ("{}\n", "the config is empty"),
+        ("- model\n- adapter\n", "expected a mapping of sections .* got a list"),
+        ("just words\n", "expected a mapping of sections .* got a str"),
+    ],
+)
+def test_an_empty_or_non_mapping_config_names_the_file(tmp_path: Path, text: str, message: str) -> None:
+    """Issue 13, case 3: an empty file used to fall back silently to the ViT-B recipe."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"recipe.yaml: {message}"):
+        load_config(path)
+
+
+def _float_fields(model: type, prefix: str = "") -> list[str]:
+    """Every float-valued key of the training config, dotted (`optim.lr`, `optim.betas`, ...)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += _float_fields(annotation, f"{prefix}{name}.")
+        elif "float" in str(annotation) or annotation is float:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+FLOAT_KEYS = _float_fields(TrainConfig)
+
+
+def test_the_float_keys_are_found() -> None:
+    assert {"optim.lr", "optim.betas", "loss.focal_weight", "schedule.decay_epochs"} <= set(FLOAT_KEYS)
+    assert "data.degradation_weights" in FLOAT_KEYS
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf"])
+def test_no_float_key_takes_nan_or_inf(key: str, bad: str) -> None:
+    default = load_config(CONFIGS / "tiny_gara.yaml")
+    current = default.to_dict()
+    for part in key.split("."):
+        current = current[part]
+    if isinstance(current, list):
+        value = f"[{', '.join([bad] * max(len(current), 1))}]"
+    elif isinstance(current, dict) or current is None and key == "data.degradation_weights":
+        value = f"{{clean: {bad}}}"
+    else:
+        value = bad
+    with pytest.raises(ConfigError, match=key.split(".")[-1]):
+        load_config(CONFIGS / "tiny_gara.yaml", [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("key", ["tau", "scale"])
+@pytest.mark.parametrize("bad", [".nan", ".inf"])
+def test_adapter_numbers_must_be_finite_too(key: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=rf"adapter.*{key}"):
+        load_config(CONFIGS / "tiny_gara.yaml", [f"adapter.{key}={bad}"])

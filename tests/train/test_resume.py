@@ -121,3 +121,31 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches(
         _train_command(stopped, scenes, tiny_checkpoint, "--resume"), env=env, check=True, capture_output=True
     )
     _assert_bitwise_equal(_adapters(reference), _adapters(stopped))
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(make_config, tmp_path: Path) -> None:
+    """Issue 13, case 14: a truncated newest trainer_state.pt used to stop the resume."""
+    every = ("checkpoint.every_steps=1", "checkpoint.keep_last=3")
+    train(make_config("run.max_steps=2", *every))
+    (_, first), (_, newest) = list_checkpoints(tmp_path / "run")
+    state = newest / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=rf"resuming from {first.name}, the newest intact .* step 2: "):
+        train(make_config("run.max_steps=3", "resume=true", *every))
+    assert [step for step, _ in list_checkpoints(tmp_path / "run")][-1] == 3
+    reference = tmp_path / "reference"
+    train(make_config("run.max_steps=3", *every, output=reference))
+    _assert_bitwise_equal(
+        _adapters(list_checkpoints(tmp_path / "run")[-1][1]), _adapters(list_checkpoints(reference)[-1][1])
+    )
+
+
+def test_a_damaged_adapter_file_is_passed_over_too(make_config, tmp_path: Path) -> None:
+    every = ("checkpoint.every_steps=1", "checkpoint.keep_last=3")
+    train(make_config("run.max_steps=2", *every))
+    newest = list_checkpoints(tmp_path / "run")[-1][1] / "adapters" / "adapter_model.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[-5] ^= 0x01  # one flipped bit in the tensor data: only the recorded digest can tell
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="differ from the digest"):
+        train(make_config("run.max_steps=3", "resume=true", *every))

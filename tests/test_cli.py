@@ -1,0 +1,147 @@
+"""The command line itself: negative numbers reach their option, overrides stand anywhere, and every
+numeric or path flag of every command is checked the same way (issue 13, cases 2, 4 and 11)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+import pytest
+
+from garasam import argtypes
+from garasam.cli import COMMANDS, _join_negative_values, main
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--box", "-5,5,40,40"], ["--box=-5,5,40,40"]),
+        (["--point", "-1,5"], ["--point=-1,5"]),
+        (["--seed", "-.5"], ["--seed=-.5"]),
+        (["--box", "-inf,0,1,1"], ["--box=-inf,0,1,1"]),
+        (["--box", "-NaN,0,1,1"], ["--box=-NaN,0,1,1"]),
+        # an option after an option, a value already joined, a positional: left alone
+        (["--quick", "--out", "x"], ["--quick", "--out", "x"]),
+        (["--seeds=-1"], ["--seeds=-1"]),
+        (["img.png", "-h"], ["img.png", "-h"]),
+    ],
+)
+def test_negative_values_are_joined_to_their_option(argv, expected) -> None:
+    assert _join_negative_values(argv) == expected
+
+
+def _train_argv(tmp_path: Path, *tail: str) -> list[str]:
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny_gara.yaml"
+    return ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), *tail]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=.nan", "optim.lr"),
+        ("run.batch_size=0", "run.batch_size"),
+        ("optim.lrr=1", "unknown key 'optim.lrr'"),
+    ],
+)
+def test_overrides_after_an_option_are_read_and_validated(tmp_path, capsys, override, message) -> None:
+    assert main(_train_argv(tmp_path, override)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "unrecognized arguments" not in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_stray_arguments_are_still_refused(tmp_path, capsys) -> None:
+    assert main(_train_argv(tmp_path, "--no-such-flag")) == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    # commands without overrides refuse a key=value too
+    assert main(["synth", "--out", str(tmp_path / "s"), "--num", "1", "optim.lr=1"]) == 2
+    assert "unrecognized arguments: optim.lr=1" in capsys.readouterr().err
+
+
+def _all_actions() -> list[tuple[str, argparse.Action]]:
+    actions = []
+    for name, (module, _) in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        actions += [(name, a) for a in parser._actions if a.option_strings and a.type is not None]
+    return actions
+
+
+NUMERIC = {int, float}
+
+
+def test_no_flag_takes_a_bare_int_or_float() -> None:
+    """A bare `type=int` / `type=float` takes 0, negatives, NaN and inf: every numeric flag uses a
+    checked type from garasam.argtypes instead."""
+    bare = [f"{name} {'/'.join(a.option_strings)}" for name, a in _all_actions() if a.type in NUMERIC]
+    assert not bare, f"unchecked numeric flags: {bare}"
+
+
+def test_no_output_flag_takes_a_bare_path() -> None:
+    outputs = [
+        f"{name} {a.option_strings[0]}"
+        for name, a in _all_actions()
+        if a.dest in {"out", "output_dir"} and a.type is Path
+    ]
+    assert not outputs, f"output flags that accept an existing file: {outputs}"
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "x", "1e400"])
+def test_every_number_type_refuses_non_finite_and_junk(bad) -> None:
+    for parse in (argtypes.positive_int, argtypes.positive_float, argtypes.unit_float, argtypes.port):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(bad)
+
+
+@pytest.mark.parametrize(
+    "parse, bad, good",
+    [
+        (argtypes.positive_int, ["0", "-1", "1.5"], [("1", 1)]),
+        (argtypes.non_negative_int, ["-1"], [("0", 0)]),
+        (argtypes.positive_float, ["0", "-1e-3"], [("1e-3", 1e-3)]),
+        (argtypes.unit_float, ["-0.1", "1.01"], [("0", 0.0), ("1", 1.0)]),
+        (argtypes.port, ["0", "65536"], [("8080", 8080)]),
+    ],
+)
+def test_number_types_bounds(parse, bad, good) -> None:
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+    for text, value in good:
+        assert parse(text) == value
+
+
+def test_output_types_refuse_the_wrong_kind_of_path(tmp_path) -> None:
+    file = tmp_path / "file"
+    file.write_text("keep me")
+    with pytest.raises(argparse.ArgumentTypeError, match="exists and is not a folder"):
+        argtypes.output_dir(str(file))
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder"):
+        argtypes.output_file(str(tmp_path))
+    assert argtypes.output_dir(str(tmp_path / "new")) == tmp_path / "new"
+    assert file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "synth", "corrupt", "demo", "study"])
+def test_an_existing_file_as_output_folder_is_a_clear_error(tmp_path, capsys, command) -> None:
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    required = {
+        "eval": ["--data", "robustseg:x"],
+        "predict": ["img.png", "--box", "1,1,5,5"],
+        "synth": ["--num", "1"],
+    }
+    assert main([command, *required.get(command, []), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} exists and is not a folder" in err and "Traceback" not in err
+    assert out.read_text() == "keep me"
+
+
+def test_train_output_dir_that_is_a_file_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    out.write_text("keep me")
+    assert main(_train_argv(tmp_path)) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
