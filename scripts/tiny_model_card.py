@@ -1,10 +1,14 @@
-"""Write the bundled tiny SAM's model card from its pretraining record and an evaluation report.
+"""Write the bundled tiny SAM's model card from its pretraining records and one evaluation per scene family.
 
-    garasam synth --out /tmp/card_test --num 100 --seed 7000000 --split test
-    garasam eval --data robustseg:/tmp/card_test --model frozen=none --out /tmp/card_eval
+    garasam synth --family source --num 100 --seed 90000000 --out card/src
+    garasam synth --family target --split test --num 100 --out card/tgt
+    garasam synth --family zero_shot --split test --num 100 --out card/zs
+    garasam eval --data robustseg:card/src --model frozen=none --out card/eval_src --examples 0
+    (the same for tgt and zs)
     python scripts/tiny_model_card.py --pretrain garasam/assets/tiny_sam.stage1.json \
         garasam/assets/tiny_sam.stage2.json garasam/assets/tiny_sam.json \
-        --results /tmp/card_eval/results.json --out garasam/assets/tiny_sam.md
+        --results source=card/eval_src/results.json target=card/eval_tgt/results.json \
+        zero_shot=card/eval_zs/results.json --out garasam/assets/tiny_sam.md
 """
 
 from __future__ import annotations
@@ -15,22 +19,38 @@ from pathlib import Path
 
 from garasam.io import atomic_write_text
 
+FAMILY_NOTES = {
+    "source": "held-out scenes of its pretraining family (seeds 90,000,000+, never trained on)",
+    "target": "the miniature study's target family, test split (what the adapters adapt to)",
+    "zero_shot": "the zero-shot family, test split",
+}
 
-def card(stages: list[dict], results: dict) -> str:
-    rows = [r for r in results["results"] if r["model"] == "frozen"]
-    iou = {(r["degradation"], r["prompt"]): 100 * r["iou"] for r in rows}
-    count = {(r["degradation"], r["prompt"]): r["count"] for r in rows}
-    degradations = [r["degradation"] for r in rows if r["prompt"] == "point" and r["degradation"] != "clean"]
+
+def card(stages: list[dict], results: dict[str, dict]) -> str:
+    iou = {
+        (family, r["degradation"], r["prompt"]): 100 * r["iou"]
+        for family, report in results.items()
+        for r in report["results"]
+        if r["model"] == "frozen"
+    }
+    first = next(iter(results.values()))
+    degradations = [
+        r["degradation"]
+        for r in first["results"]
+        if r["model"] == "frozen" and r["prompt"] == "point" and r["degradation"] != "clean"
+    ]
     pretrain = stages[-1]
     vision = pretrain["config"]
+    columns = [(family, prompt) for family in results for prompt in ("point", "box")]
     lines = [
         "# Model card: bundled `tiny` SAM",
         "",
         "SAM's architecture (transformers `SamModel`: windowed and global encoder blocks, prompt encoder,",
         "two-way mask decoder) shrunk so that CPU inference takes milliseconds. Trained from scratch by",
-        "`garasam pretrain-tiny` on **clean** synthetic scenes only, so degradations hurt it as they hurt",
-        "SAM. It is the embedded default of every command and of `garasam demo`; it is not a general",
-        "segmentation model.",
+        "`garasam pretrain-tiny` on **clean** scenes of one synthetic family (`source`, the SA-1B analogue of",
+        "the miniature study), so degradations hurt it as they hurt SAM, and the study's other families are",
+        "new domains to it. It is the embedded default of every command and of `garasam demo`; it is not a",
+        "general segmentation model.",
         "",
         "## Architecture",
         "",
@@ -44,7 +64,7 @@ def card(stages: list[dict], results: dict) -> str:
         "",
         "## Training",
         "",
-        f"- data: {pretrain['data']}",
+        f"- data: {pretrain['data']} (the generator of `garasam synth --family source`)",
         *[_stage_line(number, stage) for number, stage in enumerate(stages, 1)],
         "- loss: 20 x focal + dice + IoU-head MSE, at the decoder's resolution; SAM's output choice (best of 3"
         " masks for a single point, the one single-mask output for several points and for boxes) except where a"
@@ -52,24 +72,34 @@ def card(stages: list[dict], results: dict) -> str:
         "",
         "## Evaluation",
         "",
-        f"{results['num_images']} clean test-split synthetic scenes (other seeds, backgrounds and object shapes "
-        "than training), `garasam eval` protocol: one most-interior point or the tight box per object,",
-        "per-object IoU in %, each degradation of the robustseg suite applied on the fly.",
+        "`garasam eval` protocol: one most-interior point or the tight box per object, per-object IoU in %,",
+        "each degradation of the robustseg suite applied on the fly. One column pair per scene family:",
         "",
-        "| condition | point IoU | box IoU | objects |",
-        "| --- | ---: | ---: | ---: |",
-        f"| clear | {iou[('clean', 'point')]:.1f} | {iou[('clean', 'box')]:.1f} | {count[('clean', 'point')]} |",
+        *[
+            f"- {family}: {report['num_images']} scenes, "
+            f"{next(r['count'] for r in report['results'] if r['degradation'] == 'clean')} objects; "
+            f"{FAMILY_NOTES.get(family, '')}"
+            for family, report in results.items()
+        ],
+        "",
+        "| condition | " + " | ".join(f"{family} {prompt}" for family, prompt in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+        "| clear | " + " | ".join(f"{iou[(f, 'clean', p)]:.1f}" for f, p in columns) + " |",
     ]
     for name in degradations:
         lines.append(
-            f"| {name} | {iou[(name, 'point')]:.1f} ({iou[(name, 'point')] - iou[('clean', 'point')]:+.1f}) "
-            f"| {iou[(name, 'box')]:.1f} ({iou[(name, 'box')] - iou[('clean', 'box')]:+.1f}) "
-            f"| {count[(name, 'point')]} |"
+            f"| {name} | "
+            + " | ".join(
+                f"{iou[(f, name, p)]:.1f} ({iou[(f, name, p)] - iou[(f, 'clean', p)]:+.1f})"
+                for f, p in columns
+            )
+            + " |"
         )
-    mean = {p: sum(iou[(d, p)] for d in degradations) / len(degradations) for p in ("point", "box")}
+    mean = {(f, p): sum(iou[(f, d, p)] for d in degradations) / len(degradations) for f, p in columns}
     lines += [
-        f"| **degraded mean** | {mean['point']:.1f} ({mean['point'] - iou[('clean', 'point')]:+.1f}) "
-        f"| {mean['box']:.1f} ({mean['box'] - iou[('clean', 'box')]:+.1f}) | |",
+        "| **degraded mean** | "
+        + " | ".join(f"{mean[(f, p)]:.1f} ({mean[(f, p)] - iou[(f, 'clean', p)]:+.1f})" for f, p in columns)
+        + " |",
         "",
         "Numbers in brackets: change from clear.",
         "",
@@ -102,11 +132,20 @@ def main() -> None:
     parser.add_argument(
         "--pretrain", type=Path, nargs="+", required=True, help="pretraining records, in order"
     )
-    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument(
+        "--results",
+        nargs="+",
+        required=True,
+        metavar="FAMILY=PATH",
+        help="garasam eval results.json per family",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     stages = [json.loads(path.read_text()) for path in args.pretrain]
-    text = card(stages, json.loads(args.results.read_text()))
+    pairs = [item.partition("=") for item in args.results]
+    if any(not sep or not family for family, sep, _ in pairs):
+        parser.error("--results takes FAMILY=PATH pairs, e.g. source=card/eval_src/results.json")
+    text = card(stages, {family: json.loads(Path(path).read_text()) for family, _, path in pairs})
     atomic_write_text(args.out, text)
     print(text)
 
