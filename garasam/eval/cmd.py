@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam", help="SAM model type: vit_b, vit_l, vit_h or tiny (default tiny)")
     parser.add_argument("--checkpoint", help="SAM checkpoint for --sam (default: bundled tiny weights)")
     parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow --sam vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
+    )
+    parser.add_argument(
         "--source",
         default="fly",
         choices=("fly", "disk"),
@@ -114,6 +119,7 @@ def build_models(
     checkpoint: str | None,
     device: str,
     fast: bool | None = None,
+    random_weights: bool = False,
 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
     """One SAM per entry, all from the same base weights, each with its adapters loaded.
 
@@ -123,6 +129,7 @@ def build_models(
     """
     from garasam.adapters import load_adapters, read_adapter_config
     from garasam.models import MODEL_TYPES, build_sam
+    from garasam.models.build import require_checkpoint
     from garasam.models.fast import optimize_sam
 
     if checkpoint is not None and sam is None:
@@ -130,6 +137,7 @@ def build_models(
     model_type = sam or "tiny"
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"--sam {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+    require_checkpoint(model_type, checkpoint, random_weights)
     base = build_sam(model_type, checkpoint, device=device)
     models: dict[str, nn.Module] = {}
     info: dict[str, dict[str, Any]] = {}
@@ -183,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
             ]
         specs = parse_model_specs(args.model or ["frozen=none"])
         torch.manual_seed(args.seed)  # a SAM without weights (tiny before pretraining) is drawn from it
-        models, info = build_models(specs, args.sam, args.checkpoint, device)
+        models, info = build_models(
+            specs, args.sam, args.checkpoint, device, random_weights=args.random_weights
+        )
         dataset = open_dataset(
             args.data, objects=args.objects, max_objects=args.max_objects, min_area=args.min_area
         )

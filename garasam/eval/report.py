@@ -147,9 +147,17 @@ def summary_markdown(results: Results) -> str:
         + (" and severities" if len(severities) > 1 else "")
         + "; Clear = undegraded.",
         "",
-        "## Headline (paper layout)",
-        "",
     ]
+    random = [
+        m for m, identity in results.models.items() if not (identity.get("backbone") or {}).get("checkpoint")
+    ]
+    if random:
+        lines += [
+            f"**Random weights:** {', '.join(random)} had no SAM checkpoint (randomly initialised); their "
+            "numbers say nothing about SAM.",
+            "",
+        ]
+    lines += ["## Headline (paper layout)", ""]
     lines += headline_table(results)
 
     lines += ["", "## All metrics", ""]
@@ -192,11 +200,12 @@ def summary_markdown(results: Results) -> str:
         adapter = identity.get("adapter")
         kind = "none (frozen SAM)" if adapter is None else adapter["adapter_type"]
         backbone = identity.get("backbone") or {}
+        weights = "" if backbone.get("checkpoint") else " (random weights)"
         rows.append(
             [
                 model,
                 kind,
-                str(backbone.get("model_type")),
+                f"{backbone.get('model_type')}{weights}",
                 f"{identity.get('adapter_parameters', 0):,}",
                 str(identity.get("adapters_dir") or "-"),
             ]

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import SamModel
 from transformers.models.sam.modeling_sam import SamPositionalEmbedding, SamVisionAttention, SamVisionEncoder
 
+from garasam.errors import ConfigError
 from garasam.models.checkpoint import identify_checkpoint, load_sam_weights, tie_positional_embedding
 from garasam.models.registry import sam_config
 
@@ -64,6 +65,18 @@ def build_sam(
     # Adapter folders and evaluation reports record which weights the backbone holds.
     model.garasam_checkpoint = None if checkpoint is None else identify_checkpoint(checkpoint)
     return model.eval()
+
+
+def require_checkpoint(model_type: str, checkpoint: object, random_weights: bool) -> None:
+    """A real SAM type without a checkpoint has random weights, and every mask it draws is meaningless:
+    commands that segment or score refuse it unless the user asks for random weights (timing, tests).
+    The tiny type has bundled weights and needs none."""
+    if checkpoint is None and model_type != "tiny" and not random_weights:
+        raise ConfigError(
+            f"model type {model_type} needs its weights: give --checkpoint PATH (an official SAM checkpoint, "
+            "e.g. sam_vit_b_01ec64.pth); without one the model is randomly initialised and its masks mean "
+            "nothing. Add --random-weights to run it anyway (timing, tests)."
+        )
 
 
 def _init_random(model: SamModel) -> None:

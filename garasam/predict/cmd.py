@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-type", choices=sorted(MODEL_TYPES), help="backbone (default: from the adapters)"
     )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
+    )
     prompts = parser.add_mutually_exclusive_group(required=True)
     prompts.add_argument(
         "--box", type=parse_box, action="append", metavar="x0,y0,x1,y1", help="a box prompt (repeatable)"
@@ -101,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         _check_image(path, prompts, args.auto)
     if args.out.exists() and not args.out.is_dir():
         raise DataError(f"{args.out}: exists and is not a folder")
-    predictor = from_pretrained(args.adapters, args.checkpoint, args.model_type, args.device)
+    predictor = from_pretrained(
+        args.adapters, args.checkpoint, args.model_type, args.device, random_weights=args.random_weights
+    )
     generator = (
         AutomaticMaskGenerator(
             predictor,
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "model_type": model_type_of_config(predictor.model.config),
         "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
         "adapters": None if args.adapters is None else str(args.adapters),
+        "random_weights": predictor.model.garasam_checkpoint is None,
     }
     total = 0
     for path, name in tqdm(

@@ -23,6 +23,7 @@ from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adap
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
+from garasam.models.build import require_checkpoint
 from garasam.models.fast import optimize_sam
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
@@ -205,6 +206,7 @@ def from_pretrained(
     model_type: str | None = None,
     device: str | torch.device | None = None,
     fast: bool | None = None,
+    random_weights: bool = False,
 ) -> GaraSamPredictor:
     """Build SAM (and load adapters onto it) and wrap it in a predictor, in one call.
 
@@ -212,9 +214,11 @@ def from_pretrained(
     named in the checkpoint's file name (`sam_vit_b_01ec64.pth`); `tiny` when no checkpoint is
     given (the bundled model). `device` defaults to CUDA when available. `fast` (default: on for
     CUDA) runs the encoder through `garasam.models.fast.optimize_sam` (bf16, fused attention and
-    adapters), after the adapters are loaded so that they are fused too.
+    adapters), after the adapters are loaded so that they are fused too. A real model type without a
+    checkpoint is refused (its weights would be random) unless `random_weights=True`.
     """
     resolved = resolve_model_type(adapters_dir, checkpoint, model_type)
+    require_checkpoint(resolved, checkpoint, random_weights)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = build_sam(resolved, checkpoint, device=device)

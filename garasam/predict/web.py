@@ -41,7 +41,7 @@ from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_f
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
 from garasam.models import MODEL_TYPES, build_sam
-from garasam.models.build import TINY_WEIGHTS
+from garasam.models.build import TINY_WEIGHTS, require_checkpoint
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import GaraSamPredictor, block_index, resolve_model_type
 from garasam.predict.prompts import UserPrompt, segment
@@ -122,10 +122,12 @@ class WebApp:
         adapters: str | os.PathLike | None = None,
         model_type: str | None = None,
         device: str | None = None,
+        random_weights: bool = False,
     ) -> WebApp:
         """Build frozen SAM and GaRA-SAM on one base: adapters from `adapters`, else the bundled demo
         adapters (tiny model only), else zero-initialised GaRA (identical masks, untrained gates)."""
         resolved = resolve_model_type(adapters, checkpoint, model_type)
+        require_checkpoint(resolved, checkpoint, random_weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         notes = []
         if checkpoint is None and resolved == "tiny" and not TINY_WEIGHTS.is_file():
@@ -469,11 +471,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--adapters", type=Path, help="GaRA adapter folder; none: bundled demo or zero-init GaRA"
     )
     parser.add_argument("--model-type", choices=sorted(MODEL_TYPES))
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
+    )
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
-    app = WebApp.create(args.checkpoint, args.adapters, args.model_type, args.device)
+    app = WebApp.create(args.checkpoint, args.adapters, args.model_type, args.device, args.random_weights)
     page = build_page(app)
     print(f"garasam serve: http://{args.host}:{args.port}", flush=True)
     page.queue(default_concurrency_limit=1).launch(

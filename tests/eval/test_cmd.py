@@ -146,3 +146,25 @@ def test_skipped_samples_are_counted_and_listed_in_the_report(tmp_path: Path) ->
     assert "1 images (1 item(s) skipped, listed at the end)" in summary
     assert "## Skipped: 1 item(s)" in summary and "bad segmentation in annotation 12" in summary
     assert len(json.loads((tmp_path / "o" / "results.json").read_text())["problems"]) == 1
+
+
+def test_a_real_model_type_without_weights_is_refused(dataset: Path, tmp_path: Path, capsys) -> None:
+    """Issue 20, item 1: `--sam vit_b` without a checkpoint used to report IoU of a random ViT."""
+    argv = ["eval", "--data", f"robustseg:{dataset}", "--sam", "vit_b", "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model type vit_b needs its weights" in err and "--random-weights" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_report_on_random_weights_says_so(dataset: Path, tmp_path: Path) -> None:
+    from garasam.data.readers import open_dataset
+    from garasam.eval.protocol import evaluate
+    from garasam.eval.report import write_report
+
+    data = open_dataset(f"robustseg:{dataset}")
+    results = evaluate({"random": tiny_sam(seed=1)}, data, degradations=["brightness"], device="cpu")
+    write_report(results, tmp_path / "o")
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert "**Random weights:** random had no SAM checkpoint" in summary
+    assert "| random | none (frozen SAM) | tiny (random weights) |" in summary

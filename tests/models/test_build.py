@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import SamModel
 
+from garasam.errors import ConfigError
 from garasam.models import MODEL_TYPES, build, build_sam, identify_checkpoint, save_sam
 
 
@@ -120,3 +121,14 @@ def test_unknown_model_type() -> None:
 
 def test_model_types_are_exported() -> None:
     assert set(MODEL_TYPES) == {"vit_b", "vit_l", "vit_h", "tiny"}
+
+
+def test_require_checkpoint_refuses_random_real_models_unless_asked() -> None:
+    from garasam.models.build import require_checkpoint
+
+    for model_type in ("vit_b", "vit_l", "vit_h"):
+        with pytest.raises(ConfigError, match=f"model type {model_type} needs its weights"):
+            require_checkpoint(model_type, None, random_weights=False)
+        require_checkpoint(model_type, None, random_weights=True)
+        require_checkpoint(model_type, "sam.pth", random_weights=False)
+    require_checkpoint("tiny", None, random_weights=False)  # bundled weights

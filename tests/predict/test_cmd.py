@@ -33,7 +33,7 @@ def images(tmp_path, image):
 def _check_outputs(out, name, expected_masks):
     result = json.loads((out / f"{name}.json").read_text())
     assert (result["height"], result["width"]) == (90, 140)
-    assert result["model"]["model_type"] == "tiny"
+    assert result["model"]["model_type"] == "tiny" and result["model"]["random_weights"] is False
     assert len(result["masks"]) == expected_masks
     for entry in result["masks"]:
         png = np.asarray(Image.open(out / entry["file"])) > 0
@@ -141,6 +141,8 @@ EDITS = {
         (["{in}", "--box", "1,1,inf,40"], "every coordinate must be a finite number"),
         (["{in}", "--point", "-inf,3"], "every coordinate must be a finite number"),
         (["{in}", "--box", "1,1,5,5", "--adapters", "{regex}"], "'(((' is not a valid regular expression"),
+        # issue 20, item 1: a real model type without weights is refused, not run at random
+        (["{in}", "--box", "1,1,5,5", "--model-type", "vit_b"], "model type vit_b needs its weights"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(

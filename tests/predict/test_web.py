@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from garasam.adapters import GaRAConfig, LoRAConfig, adapter_config, inject_adapters, save_adapters
-from garasam.errors import DataError
+from garasam.errors import ConfigError, DataError
 from garasam.predict import web
 from garasam.predict.prompts import UserPrompt
 from garasam.predict.web import (
@@ -201,3 +201,8 @@ def test_no_server_path_reaches_the_page(app, error, shown, caplog) -> None:
     for secret in ("/tmp/gradio", "AppData", "/srv/garasam"):
         assert secret not in message
     assert str(error) in caplog.text  # the full message stays in the server's log
+
+
+def test_the_page_refuses_a_real_model_without_weights() -> None:
+    with pytest.raises(ConfigError, match="model type vit_b needs its weights"):
+        WebApp.create(model_type="vit_b", device="cpu")
