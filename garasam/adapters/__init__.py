@@ -16,11 +16,11 @@ from garasam.adapters.inject import (
     adapter_state_dict,
     gate_summary,
     inject_adapters,
-    remove_adapters,
     trainable_parameters,
 )
 from garasam.adapters.io import load_adapters, read_adapter_config, save_adapters
 from garasam.adapters.layers import AdapterLinear, GaRALinear, GateState, LoRALinear, MoELoRALinear
+from garasam.adapters.unload import disable_adapters, merge_and_unload, remove_adapters
 
 __all__ = [
     "QKV_MLP_TARGETS",
@@ -39,9 +39,11 @@ __all__ = [
     "adapter_config",
     "adapter_layers",
     "adapter_state_dict",
+    "disable_adapters",
     "gate_summary",
     "inject_adapters",
     "load_adapters",
+    "merge_and_unload",
     "read_adapter_config",
     "remove_adapters",
     "save_adapters",

@@ -50,19 +50,20 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, make_adapter(linear, config).train(linear.training))
+    if hasattr(model, "save_pretrained"):  # transformers would write qkv.base.* keys no SAM loader reads
+        model.save_pretrained = _refuse_save_pretrained
     return model
 
 
-def remove_adapters(model: nn.Module) -> nn.Module:
-    """Undo `inject_adapters`: every adapter layer gives its original Linear back and the model forgets
-    its adapter config. Parameters stay frozen (the caller knows what should train)."""
-    for name, layer in adapter_layers(model).items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer.base)
-    if hasattr(model, _CONFIG_ATTR):
-        delattr(model, _CONFIG_ATTR)
-    return model
+def _refuse_save_pretrained(*args: object, **kwargs: object) -> None:
+    raise ConfigError(ADAPTED_SAVE_HINT)
+
+
+ADAPTED_SAVE_HINT = (
+    "this SAM carries adapters, and a whole-model file of it would not load as SAM (its qkv layers are "
+    "wrapped): save the adapters with garasam.save_adapters(model, dir) beside the base checkpoint, or "
+    "for LoRA fold them in first with garasam.adapters.merge_and_unload(model)"
+)
 
 
 def finetuned_parameters(model: nn.Module, config: FullFinetuneConfig) -> dict[str, nn.Parameter]:

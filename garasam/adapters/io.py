@@ -27,8 +27,8 @@ from garasam.adapters.inject import (
     adapter_state_dict,
     find_targets,
     inject_adapters,
-    remove_adapters,
 )
+from garasam.adapters.unload import remove_adapters
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_path, atomic_write_text
 

@@ -63,6 +63,7 @@ class AdapterLinear(nn.Module):
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.gate_state: GateState | None = None
         self.fused = False  # see the module docstring: one GEMM, masked components, no host sync
+        self.disabled = False  # garasam.adapters.disable_adapters: compute as the frozen layer
 
     @property
     def in_features(self) -> int:
@@ -86,6 +87,8 @@ class AdapterLinear(nn.Module):
                 yield param
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.disabled:
+            return self.base(x)
         if self.fused:
             mask = self.component_mask(x)
             return fused_adapter_linear(

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import SamConfig, SamModel
 
-from garasam.errors import CheckpointError
+from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_path
 from garasam.models.registry import (
     MODEL_TYPES,
@@ -137,7 +137,14 @@ def tie_positional_embedding(model: SamModel) -> None:
 
 
 def save_sam(model: SamModel, path: str | os.PathLike) -> None:
-    """Write `model`'s weights to a safetensors file atomically, its model type in the metadata."""
+    """Write `model`'s weights to a safetensors file atomically, its model type in the metadata.
+
+    A model with adapter layers is refused (its file would not load as SAM): save the adapters apart.
+    """
+    from garasam.adapters.inject import ADAPTED_SAVE_HINT, adapter_layers
+
+    if adapter_layers(model):
+        raise ConfigError(ADAPTED_SAVE_HINT)
     model_type = model_type_of_config(model.config)
     if model_type is None:
         raise ValueError(

@@ -122,4 +122,5 @@ def test_remove_adapters_gives_the_original_layers_back(tiny_sam) -> None:
     remove_adapters(tiny_sam)
     assert adapter_config(tiny_sam) is None
     assert {name: type(m) for name, m in tiny_sam.named_modules()} == before
+    assert "save_pretrained" not in vars(tiny_sam)  # transformers' own method is back
     inject_adapters(tiny_sam, LoRAConfig(rank=2))  # a plain model again: another injection works

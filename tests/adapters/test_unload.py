@@ -1,0 +1,90 @@
+"""Adapters off again (issue 20, item 2): LoRA merged exactly, any adapter switched off for a block,
+and whole-model saving of an adapted SAM refused with what to do instead."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from garasam.adapters import (
+    GaRAConfig,
+    LoRAConfig,
+    MoELoRAConfig,
+    adapter_config,
+    disable_adapters,
+    inject_adapters,
+    merge_and_unload,
+)
+from garasam.errors import ConfigError
+from garasam.models import build_sam, save_sam
+from tests.adapters.conftest import randomize_b
+
+
+@pytest.fixture
+def sam():
+    return build_sam("tiny")  # the bundled weights: image embeddings that depend on the image
+
+
+def _embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.get_image_embeddings(pixels)
+
+
+@pytest.fixture
+def pixels() -> torch.Tensor:
+    return torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+
+
+def test_merged_lora_computes_what_the_adapters_did(sam, pixels, tmp_path) -> None:
+    inject_adapters(sam, LoRAConfig(rank=4, scale=0.5))
+    randomize_b(sam)
+    adapted = _embeddings(sam, pixels)
+    merge_and_unload(sam)
+    assert adapter_config(sam) is None
+    assert all(type(m) is nn.Linear for n, m in sam.named_modules() if n.endswith("attn.qkv"))
+    torch.testing.assert_close(_embeddings(sam, pixels), adapted, rtol=1e-5, atol=1e-6)
+    # a merged model is a plain SAM: saved and read back whole
+    save_sam(sam, tmp_path / "merged.safetensors")
+    reloaded = build_sam("tiny", tmp_path / "merged.safetensors")
+    torch.testing.assert_close(_embeddings(reloaded, pixels), _embeddings(sam, pixels), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", [GaRAConfig(r_low=2, r_high=4), MoELoRAConfig(expert_ranks=(2, 4))])
+def test_gated_adapters_cannot_be_merged(sam, config) -> None:
+    inject_adapters(sam, config)
+    with pytest.raises(ConfigError, match="cannot be merged: their gates choose components per input"):
+        merge_and_unload(sam)
+    assert adapter_config(sam) == config  # nothing was changed
+
+
+@pytest.mark.parametrize("config", [LoRAConfig(rank=4), GaRAConfig(r_low=2, r_high=4)])
+def test_disabled_adapters_compute_the_frozen_model(sam, pixels, config) -> None:
+    frozen = _embeddings(sam, pixels)
+    inject_adapters(sam, config)
+    randomize_b(sam)
+    adapted = _embeddings(sam, pixels)
+    assert not torch.allclose(adapted, frozen)
+    with disable_adapters(sam):
+        torch.testing.assert_close(_embeddings(sam, pixels), frozen, rtol=0, atol=0)
+    torch.testing.assert_close(_embeddings(sam, pixels), adapted, rtol=0, atol=0)
+    with pytest.raises(RuntimeError), disable_adapters(sam):
+        raise RuntimeError("inside the block")
+    torch.testing.assert_close(_embeddings(sam, pixels), adapted, rtol=0, atol=0)
+
+
+def test_disable_needs_adapters(sam) -> None:
+    with pytest.raises(ConfigError, match="no adapters to disable"), disable_adapters(sam):
+        pass
+    with pytest.raises(ConfigError, match="no adapters to merge"):
+        merge_and_unload(sam)
+
+
+def test_an_adapted_model_is_not_saved_whole(sam, tmp_path) -> None:
+    """It used to save, and then neither build_sam nor SamModel.from_pretrained read the qkv weights."""
+    inject_adapters(sam, GaRAConfig(r_low=2, r_high=4))
+    with pytest.raises(ConfigError, match="save the adapters with garasam.save_adapters"):
+        save_sam(sam, tmp_path / "whole.safetensors")
+    with pytest.raises(ConfigError, match="merge_and_unload"):
+        sam.save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "whole.safetensors").exists() and not (tmp_path / "hf").exists()
