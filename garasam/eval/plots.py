@@ -72,6 +72,52 @@ def plot_per_degradation(results: Results, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def reference_model(results: Results) -> str | None:
+    """The model the others are compared with: the first one without adapters (the frozen SAM)."""
+    return next((m for m in results.model_names if not results.models[m].get("adapter")), None)
+
+
+def plot_delta_per_degradation(results: Results, reference: str, path: Path) -> Path:
+    """Bars of each model's IoU minus the reference's per degradation (clean first): differences of
+    a point or two vanish between side-by-side bars of 60-80%."""
+    names = ["clean", *results.degradation_names]
+    others = [m for m in results.model_names if m != reference]
+    width = 0.8 / len(others)
+    fig = Figure(figsize=(max(7.0, 0.35 * len(names) * (len(others) + 1) + 1.5), 3.6 * len(results.prompts)))
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(len(results.prompts), 1, squeeze=False)[:, 0]
+    for ax, prompt in zip(axes, results.prompts, strict=True):
+
+        def iou(model: str, name: str, prompt: str = prompt) -> float:
+            means = (
+                results.clear(model, prompt)
+                if name == "clean"
+                else results.per_degradation(model, prompt, name)
+            )
+            return _iou_pct(means)
+
+        for k, model in enumerate(others):
+            deltas = [iou(model, name) - iou(reference, name) for name in names]
+            x = np.arange(len(names)) + (k - (len(others) - 1) / 2) * width
+            ax.bar(x, deltas, width, color=model_colour(results.model_names.index(model)), label=model)
+            degrade = _iou_pct(results.degrade(model, prompt)) - _iou_pct(results.degrade(reference, prompt))
+            ax.axhline(
+                degrade, color=model_colour(results.model_names.index(model)), linestyle=":", linewidth=1.2
+            )
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(names)), names, rotation=40, ha="right")
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xlabel("degradation")
+        ax.set_ylabel(f"IoU - {reference} (points)")
+        ax.set_title(f"{prompt} prompt: gain over {reference} per degradation; dotted = on the Degrade mean")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(title="model", fontsize="small", loc="best")
+    fig.suptitle(
+        f"IoU difference from {reference} on {results.config['dataset']} ({results.config['suite']} suite)"
+    )
+    return save_figure(fig, path)
+
+
 def _severity_axes(ax: Axes, results: Results, conditions_at: dict[int, list[Condition]]) -> None:
     """Lines of IoU against severity (0 = clean): colour = model, line style = prompt."""
     levels = [0, *results.severities]
@@ -231,6 +277,9 @@ def _safe(name: str) -> str:
 def write_plots(results: Results, out: Path) -> list[Path]:
     """Every plot that applies to `results`; returns the files written."""
     written = [plot_per_degradation(results, out / "iou_per_degradation.png")]
+    reference = reference_model(results)
+    if reference is not None and len(results.model_names) > 1:
+        written.append(plot_delta_per_degradation(results, reference, out / "iou_delta_per_degradation.png"))
     if len(results.severities) > 1:
         written.append(plot_severity(results, out / "iou_vs_severity.png"))
         written.append(plot_severity_per_degradation(results, out / "iou_vs_severity_per_degradation.png"))

@@ -127,7 +127,7 @@ def train_arm(
         f"run.device={device}",
         "run.num_workers=0",
         f"checkpoint.every_steps={plan.steps}",
-        "logging.tensorboard=false",
+        "logging.tensorboard=true",  # `tensorboard --logdir <out>/runs` shows every arm (logging only)
     ]
     result = train(load_config(None, overrides))
     if result.status != "completed" or result.adapters_dir is None:

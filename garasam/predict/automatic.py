@@ -25,6 +25,7 @@ from garasam.errors import ConfigError, DataError
 from garasam.predict.masks import (
     batched_nms,
     box_area,
+    coco_bbox,
     encode_rle,
     masks_to_boxes,
     remove_small_regions,
@@ -133,7 +134,7 @@ class AutomaticMaskGenerator:
         """All masks of an H x W x 3 uint8 RGB image.
 
         Each record has `segmentation` (bool H x W, or COCO RLE with output_mode="coco_rle"), `area`,
-        `bbox` (XYWH), `predicted_iou`, `stability_score`, `point_coords` ([[x, y]]) and `crop_box` (XYWH).
+        `bbox` (COCO XYWH, width and height counting pixels: one more than segment_anything's), `predicted_iou`, `stability_score`, `point_coords` ([[x, y]]) and `crop_box` (XYWH).
         """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -252,12 +253,11 @@ class AutomaticMaskGenerator:
 
     def _record(self, found: _Candidates, i: int) -> dict[str, Any]:
         mask = found.masks[i]
-        x0, y0, x1, y1 = (float(v) for v in found.boxes[i])
         cx0, cy0, cx1, cy1 = (float(v) for v in found.crop_boxes[i])
         return {
             "segmentation": encode_rle(mask) if self.output_mode == "coco_rle" else mask,
             "area": int(mask.sum()),
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "bbox": coco_bbox(mask),  # COCO's: width counts pixels, like garasam predict's JSON
             "predicted_iou": float(found.iou[i]),
             "point_coords": [[float(v) for v in found.points[i]]],
             "stability_score": float(found.stability[i]),

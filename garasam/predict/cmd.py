@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         "random_weights": predictor.model.garasam_checkpoint is None,
     }
     total = 0
+    coco_images: list[dict[str, Any]] = []
+    coco_results: list[dict[str, Any]] = []
     for path, name in tqdm(
         list(zip(images, _output_names(images), strict=True)), desc="predict", disable=None
     ):
@@ -156,7 +158,32 @@ def run(args: argparse.Namespace) -> int:
             ]
             gates = predictor.gate_summary()
         _write_outputs(args.out, name, path, image, masks, entries, prompts, gates, model_info)
+        image_id = len(coco_images) + 1
+        coco_images.append(
+            {
+                "id": image_id,
+                "file_name": str(path),
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+            }
+        )
+        coco_results += [
+            {
+                "image_id": image_id,
+                "category_id": 1,
+                "score": e["score"],
+                "area": e["area"],
+                "bbox": e["bbox"],
+            }
+            | {"segmentation": e["segmentation"]}
+            for e in entries
+        ]
         total += len(masks)
+    # every mask of the run in COCO's result format, and the images as a COCO file it refers to:
+    # pycocotools.coco.COCO("images.json").loadRes("results.json") reads them
+    coco = {"images": coco_images, "annotations": [], "categories": [{"id": 1, "name": "object"}]}
+    atomic_write_text(args.out / COMBINED_IMAGES, json.dumps(coco, indent=1) + "\n")
+    atomic_write_text(args.out / COMBINED_RESULTS, json.dumps(coco_results) + "\n")
     print(f"wrote {total} masks for {len(images)} images to {args.out}")
     return 0
 
@@ -201,9 +228,12 @@ def _check_image(path: Path, prompts: list[UserPrompt], auto: bool) -> None:
         prompt.check_inside(height, width, str(path))
 
 
+COMBINED_RESULTS, COMBINED_IMAGES = "results.json", "images.json"
+
+
 def _output_names(images: list[Path]) -> list[str]:
     """One file-name stem per image, unique even when two folders hold the same name."""
-    used: set[str] = set()
+    used = {Path(COMBINED_IMAGES).stem, Path(COMBINED_RESULTS).stem}  # reserved for the run's files
     names = []
     for path in images:
         name, n = path.stem, 1

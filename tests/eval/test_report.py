@@ -110,7 +110,13 @@ def test_summary_has_the_paper_layout_and_a_per_degradation_table(report) -> Non
 
 def test_plots_and_sheets_are_pngs(report) -> None:
     out, _ = report
-    names = {"iou_per_degradation.png", "gates_gara.png", "qualitative_point.png", "qualitative_box.png"}
+    names = {
+        "iou_per_degradation.png",
+        "iou_delta_per_degradation.png",  # issue 20, item 10: gara - frozen per degradation
+        "gates_gara.png",
+        "qualitative_point.png",
+        "qualitative_box.png",
+    }
     assert names <= {path.name for path in out.glob("*.png")}
     assert not (out / "gates_frozen.png").exists()
     assert not (out / "iou_vs_severity.png").exists()  # one severity: no curve
@@ -131,6 +137,7 @@ def test_severity_curves_for_several_severities(tmp_path: Path) -> None:
     )
     names = {path.name for path in write_report(results, tmp_path)}
     assert {"iou_vs_severity.png", "iou_vs_severity_per_degradation.png"} <= names
+    assert "iou_delta_per_degradation.png" not in names  # one model: nothing to compare
     text = (tmp_path / "summary.md").read_text()
     assert "## Degrade IoU per severity" in text
     per_degradation = markdown_tables(text)[2]

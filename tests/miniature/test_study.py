@@ -33,6 +33,7 @@ def test_every_arm_and_seed_is_trained_and_evaluated_on_both_test_sets(study) ->
     out, summary = study
     for name in ("lora16@s0", "lora16@s1", "gara@s0", "gara@s1"):
         assert (out / "runs" / name / DONE).is_file()
+        assert list((out / "runs" / name).rglob("events.out.tfevents.*")), f"no TensorBoard log for {name}"
     for test_set in ("seen", "zero_shot"):
         results = json.loads((out / "eval" / test_set / "results.json").read_text())
         assert list(results["models"]) == ["frozen", "lora16@s0", "gara@s0", "lora16@s1", "gara@s1"]

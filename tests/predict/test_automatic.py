@@ -159,3 +159,17 @@ def test_a_one_pixel_image_is_refused_clearly(tiny_sam) -> None:
     generator = AutomaticMaskGenerator(GaraSamPredictor(tiny_sam), points_per_side=4)
     with pytest.raises(DataError, match="1x1 is too small for automatic masks"):
         generator.generate(np.zeros((1, 1, 3), dtype=np.uint8))
+
+
+def test_record_boxes_follow_coco_like_the_cli(tiny_sam, image) -> None:
+    """Issue 20, item 10: the generator's bbox was one pixel narrower than the CLI's for the same mask."""
+    from pycocotools import mask as mask_utils
+
+    generator = AutomaticMaskGenerator(
+        GaraSamPredictor(tiny_sam), points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    )
+    records = generator.generate(image)
+    assert records
+    for record in records:
+        reference = mask_utils.toBbox(encode_rle(record["segmentation"])).tolist()
+        assert record["bbox"] == reference == coco_bbox(record["segmentation"])

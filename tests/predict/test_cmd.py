@@ -55,9 +55,37 @@ def test_boxes_on_a_folder(images, tmp_path, capsys) -> None:
     assert result["gates"] == []  # plain SAM: no gates
     _check_outputs(out, "flipped", 2)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{n}{suffix}"
-        for n in ("scene", "flipped")
-        for suffix in (".json", "_overlay.png", "_mask1.png", "_mask2.png")
+        [
+            "results.json",
+            "images.json",
+            *(
+                f"{n}{suffix}"
+                for n in ("scene", "flipped")
+                for suffix in (".json", "_overlay.png", "_mask1.png", "_mask2.png")
+            ),
+        ]
+    )
+    # issue 20, item 10: one COCO results file for the run, readable by pycocotools
+    from pycocotools.coco import COCO
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded = COCO(str(out / "images.json")).loadRes(str(out / "results.json"))
+    assert len(loaded.getAnnIds()) == 4 and len(loaded.getImgIds()) == 2
+    per_image = {
+        p["image"]: p for p in (json.loads((out / f"{n}.json").read_text()) for n in ("scene", "flipped"))
+    }
+    for image in loaded.dataset["images"]:
+        boxes = [a["bbox"] for a in loaded.loadAnns(loaded.getAnnIds(imgIds=image["id"]))]
+        assert boxes == [m["bbox"] for m in per_image[image["file_name"]]["masks"]]
+
+
+def test_an_image_named_results_does_not_overwrite_the_run_files(images, tmp_path) -> None:
+    (images / "results.png").write_bytes((images / "scene.png").read_bytes())
+    out = tmp_path / "out"
+    assert main(["predict", str(images / "results.png"), "--box", "1,1,30,30", "--out", str(out)]) == 0
+    assert (out / "results-2.json").is_file() and isinstance(
+        json.loads((out / "results.json").read_text()), list
     )
 
 
