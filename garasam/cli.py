@@ -60,11 +60,27 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or quiet or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def _parser(command: str | None) -> argparse.ArgumentParser:
+    from garasam import __version__
+
     parser = argparse.ArgumentParser(prog="garasam", description="GaRA-SAM: robust Segment Anything.")
+    parser.add_argument("--version", action="version", version=f"garasam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=_HelpFormatter
+        )
         if name == command:
             importlib.import_module(module_name).add_arguments(sub_parser)
     return parser

@@ -30,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=output_dir, default=Path("demo_out"), help="output folder (default: demo_out)"
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run of about three minutes")
-    parser.add_argument("--sam", default=None, help="SAM model type for --checkpoint (vit_b, vit_l, vit_h)")
+    parser.add_argument(
+        "--model-type", dest="sam", default=None, help="SAM backbone of --checkpoint (vit_b, vit_l, vit_h)"
+    )
+    parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
     parser.add_argument("--checkpoint", default=None, help="real SAM weights instead of the bundled tiny SAM")
     parser.add_argument(
         "--data", default=None, help="training data `reader:path` instead of synthetic scenes"

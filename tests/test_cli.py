@@ -145,3 +145,54 @@ def test_train_output_dir_that_is_a_file_is_refused(tmp_path, capsys) -> None:
     assert main(_train_argv(tmp_path)) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     assert out.read_text() == "keep me"
+
+
+def test_version(capsys) -> None:
+    import garasam
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"garasam {garasam.__version__}"
+
+
+def test_every_flag_has_help_and_shows_its_default(capsys) -> None:
+    """Issue 20, item 8: flags of --auto and pretrain-tiny had no help and hid their defaults."""
+    undocumented = [
+        f"{name} {a.option_strings[0]}"
+        for name, a in _all_options()
+        if not a.help and a.option_strings[0] not in ("-h", "--help")
+    ]
+    assert not undocumented, f"flags without help: {undocumented}"
+    assert main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "grid of points per side (default: 32)" in text
+        and "smaller than this many pixels (default: 0)" in text
+    )
+    assert "--sam" not in text and "(default: None)" not in text
+
+
+def _all_options() -> list[tuple[str, argparse.Action]]:
+    options = []
+    for name, (module, _) in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        options += [(name, a) for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS]
+    return options
+
+
+@pytest.mark.parametrize("flag", ["--out", "--output-dir"])
+def test_one_vocabulary_with_the_former_names_kept(flag, tmp_path) -> None:
+    from garasam.train import cmd as train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    args = parser.parse_args([flag, str(tmp_path), "--model-type", "vit_b", "--checkpoint", "w.pth"])
+    overrides = train_cmd.overrides_from_args(args)
+    assert f"output_dir='{tmp_path}'" in overrides
+    assert "model.model_type=vit_b" in overrides and "model.checkpoint='w.pth'" in overrides
+    from garasam.eval import cmd as eval_cmd
+
+    parser = argparse.ArgumentParser()
+    eval_cmd.add_arguments(parser)
+    for spelling in ("--model-type", "--sam"):
+        assert parser.parse_args(["--data", "x", "--out", "o", spelling, "vit_l"]).sam == "vit_l"

@@ -190,6 +190,10 @@ class Reader(Sequence[Sample], abc.ABC):
         """Stable id of item `index`, known without reading any file (output files are named after it)."""
         return self._items[self._normalise_index(index)][0]
 
+    def image_path(self, index: int) -> Path:
+        """The image file of item `index`, known without reading it."""
+        return self._items[self._normalise_index(index)][1]
+
     @typing.overload
     def __getitem__(self, index: int) -> Sample: ...
 

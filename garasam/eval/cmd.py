@@ -3,7 +3,7 @@
     garasam eval --data robustseg:data/test --suite robustseg --prompts point,box \\
         --model frozen=none --model gara=runs/gara/adapters --out runs/eval
 
-Every `--model NAME=ADAPTERS` is the same base SAM (`--sam`/`--checkpoint`, default the bundled tiny
+Every `--model NAME=ADAPTERS` is the same base SAM (`--model-type`/`--checkpoint`, default the bundled tiny
 model) with the adapters of that folder loaded (`none` = the frozen SAM). Under `torchrun` the images
 are split over the processes and rank 0 writes the report.
 """
@@ -14,6 +14,7 @@ import argparse
 import copy
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, type=output_dir, help="output folder for results, tables and plots"
     )
-    parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
+    parser.add_argument(
+        "--suite",
+        default="robustseg",
+        help="degradation suite: robustseg, imagenet-c, or none (score the images as they are)",
+    )
     parser.add_argument(
         "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
     )
-    parser.add_argument("--only", help="comma-separated degradation names (default: the whole suite)")
+    parser.add_argument(
+        "--only", help="comma-separated degradation names, or clean for none (default: the whole suite)"
+    )
     parser.add_argument("--prompts", default="point,box", help="prompt kinds: point, box or point,box")
     parser.add_argument(
         "--model",
@@ -45,12 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a model to compare: NAME=none (frozen SAM) or NAME=<adapters folder>; repeatable "
         "(default: frozen=none)",
     )
-    parser.add_argument("--sam", help="SAM model type: vit_b, vit_l, vit_h or tiny (default tiny)")
-    parser.add_argument("--checkpoint", help="SAM checkpoint for --sam (default: bundled tiny weights)")
+    parser.add_argument(
+        "--model-type", dest="sam", help="SAM backbone: vit_b, vit_l, vit_h or tiny (default tiny)"
+    )
+    parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
+    parser.add_argument(
+        "--checkpoint", help="SAM checkpoint for --model-type (default: bundled tiny weights)"
+    )
     parser.add_argument(
         "--random-weights",
         action="store_true",
-        help="allow --sam vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
+        help="allow --model-type vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
     )
     parser.add_argument(
         "--source",
@@ -113,6 +125,31 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, Path | None]:
     return models
 
 
+def warn_training_overlap(
+    specs: dict[str, Path | None], info: dict[str, dict[str, Any]], dataset: Any, max_images: int | None
+) -> None:
+    """Warn (and record in the report) when adapters were trained on some of the evaluated images."""
+    from garasam.data.provenance import overlap, read_training_data
+
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    for name, folder in specs.items():
+        record = None if folder is None else read_training_data(folder)
+        if record is None:
+            continue
+        seen = overlap(record, (dataset.image_path(i) for i in range(count)))
+        if seen:
+            info[name]["training_overlap"] = {
+                "images": seen,
+                "of": count,
+                "training_data": record.get("specs"),
+            }
+            warnings.warn(
+                f"{name}: {seen} of the {count} evaluated images were among its training images "
+                f"({', '.join(record.get('specs') or [])}); its scores on them are not held-out results",
+                stacklevel=2,
+            )
+
+
 def build_models(
     specs: dict[str, Path | None],
     sam: str | None,
@@ -133,10 +170,10 @@ def build_models(
     from garasam.models.fast import optimize_sam
 
     if checkpoint is not None and sam is None:
-        raise ConfigError(f"--checkpoint {checkpoint} needs --sam (one of {', '.join(MODEL_TYPES)})")
+        raise ConfigError(f"--checkpoint {checkpoint} needs --model-type (one of {', '.join(MODEL_TYPES)})")
     model_type = sam or "tiny"
     if model_type not in MODEL_TYPES:
-        raise ConfigError(f"--sam {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+        raise ConfigError(f"--model-type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
     require_checkpoint(model_type, checkpoint, random_weights)
     base = build_sam(model_type, checkpoint, device=device)
     models: dict[str, nn.Module] = {}
@@ -197,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = open_dataset(
             args.data, objects=args.objects, max_objects=args.max_objects, min_area=args.min_area
         )
+        warn_training_overlap(specs, info, dataset, args.max_images)
         workers = (
             args.workers
             if args.workers is not None

@@ -264,17 +264,22 @@ class Results:
         return sums.active_rank / sums.images, sums.high_fraction / sums.images
 
 
+NO_SUITE = "none"  # evaluate the images as they are, no degradation added
+
+
 def plan_conditions(
     suite: str, severities: Sequence[int] | None = None, degradations: Sequence[str] | None = None
 ) -> list[Condition]:
     """Clean, then every (degradation, severity) of `suite` in suite order.
 
     `severities` defaults to each degradation's own (one for robustseg, 1-5 for imagenet-c);
-    `degradations` restricts the suite to some names.
+    `degradations` restricts the suite to some names ("clean" alone, or the suite "none": only the
+    clean view, to score photos that are degraded already).
     """
-    members = get_suite(suite)
+    members = [] if suite == NO_SUITE else get_suite(suite)
     if degradations is not None:
         names = [d.name for d in members]
+        degradations = [name for name in degradations if name != CLEAN.name]
         unknown = [name for name in degradations if name not in names]
         if unknown:
             raise ConfigError(f"unknown degradation(s) {unknown} in suite {suite}; names: {', '.join(names)}")

@@ -137,11 +137,15 @@ def summary_markdown(results: Results) -> str:
         "",
         f"{results.num_images} images"
         + (f" ({len(results.problems)} item(s) skipped, listed at the end)" if results.problems else "")
-        + f", suite `{config['suite']}` "
-        f"({len(results.degradation_names)} degradations"
-        + (f", severities {', '.join(map(str, severities))}" if len(severities) > 1 else "")
-        + f"), degradations {'read from disk' if config['source'] == 'disk' else 'applied on the fly'}, "
-        f"seed {config['seed']}, {config['device']} {config['precision']}, "
+        + ", "
+        + (
+            f"suite `{config['suite']}` ({len(results.degradation_names)} degradations"
+            + (f", severities {', '.join(map(str, severities))}" if len(severities) > 1 else "")
+            + f"), degradations {'read from disk' if config['source'] == 'disk' else 'applied on the fly'}, "
+            if results.degradation_names
+            else "no degradation added (the images scored as they are: Clear only, Degrade n/a), "
+        )
+        + f"seed {config['seed']}, {config['device']} {config['precision']}, "
         f"{config['world_size']} process(es), wall time {results.wall_time_s:.1f} s.",
         "Values are per-object means in %; Degrade = mean over the degradations"
         + (" and severities" if len(severities) > 1 else "")
@@ -157,6 +161,14 @@ def summary_markdown(results: Results) -> str:
             "numbers say nothing about SAM.",
             "",
         ]
+    for model, identity in results.models.items():
+        seen = identity.get("training_overlap")
+        if seen:
+            lines += [
+                f"**Training images:** {model} was trained on {seen['images']} of the {seen['of']} evaluated "
+                "images; its scores on them are not held-out results.",
+                "",
+            ]
     lines += ["## Headline (paper layout)", ""]
     lines += headline_table(results)
 

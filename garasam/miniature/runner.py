@@ -49,7 +49,7 @@ def run_miniature(
     if (data is None) != (test_data is None):
         raise ConfigError("--data and --test-data go together (training and held-out evaluation data)")
     if checkpoint is not None and sam is None:
-        raise ConfigError("--checkpoint needs --sam (vit_b, vit_l or vit_h)")
+        raise ConfigError("--checkpoint needs --model-type (vit_b, vit_l or vit_h)")
     start = time.time()
     out = Path(out)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

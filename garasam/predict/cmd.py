@@ -27,14 +27,14 @@ from tqdm import tqdm
 
 from garasam.argtypes import non_negative_int, output_dir, positive_int, unit_float
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
-from garasam.errors import DataError
+from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
 from garasam.models.registry import MODEL_TYPES, model_type_of_config
 from garasam.predict.automatic import AutomaticMaskGenerator, check_auto_size
 from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import from_pretrained, gate_table
-from garasam.predict.prompts import UserPrompt, segment
+from garasam.predict.prompts import UserPrompt, candidates, segment
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
     )
-    prompts = parser.add_mutually_exclusive_group(required=True)
+    prompts = parser.add_argument_group("prompts (--box and/or --point, or --auto)")
     prompts.add_argument(
         "--box", type=parse_box, action="append", metavar="x0,y0,x1,y1", help="a box prompt (repeatable)"
     )
@@ -90,13 +90,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a click; all clicks form one prompt (repeatable)",
     )
     prompts.add_argument("--auto", action="store_true", help="segment everything (grid of point prompts)")
+    prompts.add_argument(
+        "--multimask",
+        action="store_true",
+        help="write SAM's three candidate masks per prompt, best first (default: the best one)",
+    )
     parser.add_argument("--out", type=output_dir, required=True, help="output folder")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     auto = parser.add_argument_group("automatic masks (--auto)")
-    auto.add_argument("--points-per-side", type=positive_int, default=32)
-    auto.add_argument("--pred-iou-thresh", type=unit_float, default=0.88)
-    auto.add_argument("--stability-score-thresh", type=unit_float, default=0.95)
-    auto.add_argument("--min-mask-region-area", type=non_negative_int, default=0)
+    auto.add_argument("--points-per-side", type=positive_int, default=32, help="grid of points per side")
+    auto.add_argument(
+        "--pred-iou-thresh", type=unit_float, default=0.88, help="keep masks whose predicted IoU reaches this"
+    )
+    auto.add_argument(
+        "--stability-score-thresh",
+        type=unit_float,
+        default=0.95,
+        help="keep masks whose stability (IoU under a shifted threshold) reaches this",
+    )
+    auto.add_argument(
+        "--min-mask-region-area",
+        type=non_negative_int,
+        default=0,
+        help="fill holes and drop islands smaller than this many pixels",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,12 +167,15 @@ def run(args: argparse.Namespace) -> int:
                 )
         else:
             predictor.set_image(image)
-            results = [segment(predictor, prompt) for prompt in prompts]
-            masks = [mask for mask, _ in results]
-            entries = [
-                {"prompt": p.to_json(), "score": score}
-                for p, (_, score) in zip(prompts, results, strict=True)
+            found = [
+                (prompt, mask, score)
+                for prompt in prompts
+                for mask, score in (
+                    candidates(predictor, prompt) if args.multimask else [segment(predictor, prompt)]
+                )
             ]
+            masks = [mask for _, mask, _ in found]
+            entries = [{"prompt": prompt.to_json(), "score": score} for prompt, _, score in found]
             gates = predictor.gate_summary()
         _write_outputs(args.out, name, path, image, masks, entries, prompts, gates, model_info)
         image_id = len(coco_images) + 1
@@ -211,12 +231,21 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
 
 
 def _prompts(args: argparse.Namespace) -> list[UserPrompt]:
-    if args.box:
+    """One prompt per --box; all --point clicks form one prompt, with the --box when there is one."""
+    if args.auto:
+        if args.box or args.point or args.multimask:
+            raise ConfigError("--auto finds every object itself: leave out --box, --point and --multimask")
+        return []
+    if not args.box and not args.point:
+        raise ConfigError("give a prompt: --box x0,y0,x1,y1 and/or --point x,y (or --auto)")
+    if not args.point:
         return [UserPrompt(box=box, name=f"--box {i + 1}") for i, box in enumerate(args.box)]
-    if args.point:
-        points = tuple((x, y) for x, y, _ in args.point)
-        return [UserPrompt(points=points, labels=tuple(label for _, _, label in args.point), name="--point")]
-    return []
+    if args.box and len(args.box) > 1:
+        raise ConfigError("--point goes with one --box (together they are one prompt); got several boxes")
+    points = tuple((x, y) for x, y, _ in args.point)
+    labels = tuple(label for _, _, label in args.point)
+    box = args.box[0] if args.box else None
+    return [UserPrompt(points=points, labels=labels, box=box, name="--box and --point" if box else "--point")]
 
 
 def _check_image(path: Path, prompts: list[UserPrompt], auto: bool) -> None:

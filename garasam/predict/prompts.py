@@ -78,14 +78,27 @@ def segment(predictor: GaraSamPredictor, prompt: UserPrompt) -> tuple[np.ndarray
     the best-scoring one is kept, as SAM's authors recommend; any other prompt asks for one mask.
     """
     single_click = len(prompt.points) == 1 and prompt.box is None
+    masks, scores = _predict(predictor, prompt, multimask=single_click)
+    best = int(np.argmax(scores))
+    return masks[best], float(scores[best])
+
+
+def candidates(predictor: GaraSamPredictor, prompt: UserPrompt) -> list[tuple[np.ndarray, float]]:
+    """SAM's three candidate masks for `prompt` with their predicted IoU, best first."""
+    masks, scores = _predict(predictor, prompt, multimask=True)
+    return [(masks[i], float(scores[i])) for i in np.argsort(-scores, kind="stable")]
+
+
+def _predict(
+    predictor: GaraSamPredictor, prompt: UserPrompt, multimask: bool
+) -> tuple[np.ndarray, np.ndarray]:
     masks, scores, _ = predictor.predict(
         point_coords=np.asarray(prompt.points, dtype=np.float64) if prompt.points else None,
         point_labels=np.asarray(prompt.labels, dtype=np.int64) if prompt.points else None,
         box=None if prompt.box is None else np.asarray(prompt.box, dtype=np.float64),
-        multimask_output=single_click,
+        multimask_output=multimask,
     )
-    best = int(np.argmax(scores))
-    return masks[best], float(scores[best])
+    return masks, scores
 
 
 def _fmt(values: tuple[float, ...]) -> str:

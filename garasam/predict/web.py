@@ -465,12 +465,16 @@ def _import_gradio() -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    parser.add_argument("--port", type=port, default=7860)
+    parser.add_argument("--port", type=port, default=7860, help="TCP port of the page")
     parser.add_argument("--checkpoint", type=Path, help="SAM checkpoint; none: the bundled tiny SAM")
     parser.add_argument(
         "--adapters", type=Path, help="GaRA adapter folder; none: bundled demo or zero-init GaRA"
     )
-    parser.add_argument("--model-type", choices=sorted(MODEL_TYPES))
+    parser.add_argument(
+        "--model-type",
+        choices=sorted(MODEL_TYPES),
+        help="SAM backbone (default: from the adapters, else tiny)",
+    )
     parser.add_argument(
         "--random-weights",
         action="store_true",

@@ -1,6 +1,6 @@
 """`garasam train`: train adapters on a frozen SAM from a YAML recipe, alone or under torchrun.
 
-    garasam train --config configs/tiny_gara.yaml --data robustseg:data/synth --output-dir runs/tiny
+    garasam train --config configs/tiny_gara.yaml --data robustseg:data/synth --out runs/tiny
     torchrun --nproc_per_node=8 -m garasam.cli train --config configs/gara_vit_b.yaml ... run.num_workers=8
 
 Trailing `key=value` arguments override the recipe (dotted keys: `optim.lr=1e-3`).
@@ -13,6 +13,7 @@ import os
 import signal
 
 from garasam.argtypes import positive_int
+from garasam.models.registry import MODEL_TYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +27,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training data, e.g. robustseg:/data/robustseg/train (repeat to concatenate datasets)",
     )
     parser.add_argument("--val-data", metavar="READER:PATH", help="held-out validation data")
-    parser.add_argument("--output-dir", help="run folder: checkpoints, logs and the final adapters/")
+    parser.add_argument(
+        "--out", dest="output_dir", help="run folder: checkpoints, logs and the final adapters/"
+    )
+    parser.add_argument("--output-dir", dest="output_dir", help=argparse.SUPPRESS)  # the former name
+    parser.add_argument(
+        "--model-type",
+        choices=sorted(MODEL_TYPES),
+        help="SAM backbone (model.model_type; default: the recipe's)",
+    )
+    parser.add_argument("--checkpoint", help="SAM weights (model.checkpoint; default: the recipe's)")
     parser.add_argument(
         "--max-steps", type=positive_int, help="stop after this many steps (the lr decay scales along)"
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in --output-dir"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace another run's checkpoints in --output-dir"
-    )
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints in --out")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default auto)")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4"
@@ -51,6 +57,10 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         flags.append(f"validation.data={_yaml_str(args.val_data)}")
     if args.output_dir:
         flags.append(f"output_dir={_yaml_str(args.output_dir)}")
+    if args.model_type:
+        flags.append(f"model.model_type={args.model_type}")
+    if args.checkpoint:
+        flags.append(f"model.checkpoint={_yaml_str(args.checkpoint)}")
     if args.max_steps is not None:
         flags.append(f"run.max_steps={args.max_steps}")
     if args.resume:

@@ -12,6 +12,7 @@ import bisect
 import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +46,10 @@ class ConcatReaders(Sequence[Sample]):
     @property
     def strict(self) -> bool:
         return any(r.strict for r in self.readers)
+
+    def image_path(self, index: int) -> Path:
+        reader, local = self.locate(index)
+        return reader.image_path(local)
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         reader, local = self.locate(index)

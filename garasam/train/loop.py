@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 import garasam
 from garasam.adapters import gate_summary, inject_adapters, load_adapters, trainable_parameters
+from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, GarasamError
 from garasam.io import atomic_write_text
@@ -237,7 +238,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, ctx: distributed.DistContext) -> None:
         if config.output_dir is None:
-            raise ConfigError("no output folder: pass --output-dir DIR or set output_dir in the config")
+            raise ConfigError("no output folder: pass --out DIR or set output_dir in the config")
         self.config = config
         self.ctx = ctx
         self.output = Path(config.output_dir)
@@ -365,7 +366,7 @@ class Trainer:
             raise ConfigError(
                 f"{output} holds another run (config hash {existing.get('config_hash')}, this run "
                 f"{config.config_hash()}; differences: {'; '.join(changes[:6]) or 'unknown'}); "
-                "choose another --output-dir or pass --overwrite to replace it"
+                "choose another --out or pass --overwrite to replace it"
             )
         if checkpoints and config.resume is False:
             raise ConfigError(
@@ -558,6 +559,10 @@ class Trainer:
                 self.output,
                 self.sam,
                 extra={"training_step": self.step, "config_hash": config.config_hash(), "best": self.best},
+            )
+            # what the adapters saw, so that an evaluation on the same images can say so
+            write_training_data(
+                adapters_dir, config.data.train, (self.data.image_path(i) for i in self.dataset.indices)
             )
         status = "interrupted" if interrupted else "completed"
         monitor.event(

@@ -259,18 +259,31 @@ def _hardware(device: torch.device) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PretrainConfig()
     parser.add_argument("--out", type=output_file, default=defaults.out, help="safetensors file to write")
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps)
+    parser.add_argument("--steps", type=positive_int, default=defaults.steps, help="training steps at most")
     parser.add_argument(
         "--time-budget", type=positive_float, default=None, help="stop after this many seconds"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=positive_float, default=defaults.lr)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=non_negative_int, default=defaults.workers)
-    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed)
-    parser.add_argument("--eval-scenes", type=positive_int, default=defaults.eval_scenes)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=defaults.batch_size, help="scenes per step"
+    )
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=defaults.workers, help="scene-generating processes"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=defaults.seed, help="seed of weights and scenes"
+    )
+    parser.add_argument(
+        "--eval-scenes",
+        type=positive_int,
+        default=defaults.eval_scenes,
+        help="held-out scenes of the quick check",
+    )
     parser.add_argument("--init", type=Path, default=None, help="continue from these tiny SAM weights")
-    parser.add_argument("--warmup-steps", type=non_negative_int, default=defaults.warmup_steps)
+    parser.add_argument(
+        "--warmup-steps", type=non_negative_int, default=defaults.warmup_steps, help="linear warm-up steps"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ def test_model_specs_and_option_errors(dataset: Path, tmp_path: Path, capsys) ->
     assert cli.main([*base, "--checkpoint", "sam.pth"]) == 2
     assert cli.main([*base, "--example-degradations", "smog"]) == 2
     errors = capsys.readouterr().err
-    assert "--severities" in errors and "needs --sam" in errors and "smog" in errors
+    assert "--severities" in errors and "needs --model-type" in errors and "smog" in errors
 
 
 def _eval(data: str, out: Path) -> int:
@@ -168,3 +168,36 @@ def test_a_report_on_random_weights_says_so(dataset: Path, tmp_path: Path) -> No
     summary = (tmp_path / "o" / "summary.md").read_text()
     assert "**Random weights:** random had no SAM checkpoint" in summary
     assert "| random | none (frozen SAM) | tiny (random weights) |" in summary
+
+
+@pytest.mark.parametrize("selection", [["--only", "clean"], ["--suite", "none"]])
+def test_photos_can_be_scored_as_they_are(dataset: Path, tmp_path: Path, selection) -> None:
+    """Issue 20, item 7: degraded photos evaluated without adding a degradation."""
+    out = tmp_path / "o"
+    assert (
+        cli.main(["eval", "--data", f"robustseg:{dataset}", *selection, "--out", str(out), "--device", "cpu"])
+        == 0
+    )
+    data = json.loads((out / "results.json").read_text())
+    assert {r["degradation"] for r in data["results"]} == {"clean"}
+    summary = (out / "summary.md").read_text()
+    assert "no degradation added (the images scored as they are" in summary
+
+
+def test_evaluating_on_training_images_is_flagged(dataset: Path, tmp_path: Path) -> None:
+    """Issue 20, item 7: adapters record what they trained on; an evaluation on it says so."""
+    from garasam.data.provenance import write_training_data
+
+    folder = gara_folder(tmp_path)
+    trained = sorted((dataset / "clear").iterdir())[:1]  # one of the two evaluated images
+    write_training_data(folder, [f"robustseg:{dataset}"], trained)
+    out = tmp_path / "o"
+    argv = ["eval", "--data", f"robustseg:{dataset}", "--only", "brightness", "--model", f"gara={folder}"]
+    with pytest.warns(UserWarning, match=r"gara: 1 of the 2 evaluated images were among its training images"):
+        assert cli.main([*argv, "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        "**Training images:** gara was trained on 1 of the 2 evaluated images"
+        in (out / "summary.md").read_text()
+    )
+    record = json.loads((out / "results.json").read_text())["models"]["gara"]["training_overlap"]
+    assert (record["images"], record["of"]) == (1, 2)

@@ -150,7 +150,9 @@ EDITS = {
         (["{in}", "--point", "60,95"], "point (60,95) is outside the 140x90 image"),
         (["{in}", "--point", "60,45,3"], "point label must be 1 (foreground) or 0 (background)"),
         (["{in}", "--box", "1,2,3"], "expected x0,y0,x1,y1"),
-        (["{in}", "--box", "1,1,5,5", "--auto"], "not allowed with argument"),
+        (["{in}", "--box", "1,1,5,5", "--auto"], "--auto finds every object itself"),
+        (["{in}"], "give a prompt: --box x0,y0,x1,y1 and/or --point x,y"),
+        (["{in}", "--box", "1,1,5,5", "--box", "2,2,9,9", "--point", "3,3"], "--point goes with one --box"),
         (["{in}", "--box", "1,1,5,5", "--adapters", "{tmp}/nowhere"], "adapter folder does not exist"),
         (["{in}", "--box", "1,1,5,5", "--checkpoint", "{in}/notes.txt"], "cannot tell the model type"),
         (
@@ -212,3 +214,34 @@ def test_auto_says_which_thresholds_to_lower_when_nothing_passes(images, tmp_pat
     argv = ["predict", str(images / "scene.png"), "--auto", "--points-per-side", "2"]
     with pytest.warns(UserWarning, match=r"no mask passed the thresholds \(--pred-iou-thresh 1.0"):
         assert main([*argv, "--pred-iou-thresh", "1", "--out", str(tmp_path / "out")]) == 0
+
+
+def test_a_box_with_clicks_is_one_prompt(images, tmp_path) -> None:
+    """Issue 20, item 8: the API took a box and points together, the CLI refused them."""
+    out = tmp_path / "out"
+    argv = [
+        "predict",
+        str(images / "scene.png"),
+        "--box",
+        "30,20,100,70",
+        "--point",
+        "60,45",
+        "--point",
+        "35,25,0",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    [mask] = json.loads((out / "scene.json").read_text())["masks"]
+    assert mask["prompt"]["box"] == [30, 20, 100, 70] and mask["prompt"]["points"] == [[60, 45], [35, 25]]
+    assert mask["prompt"]["labels"] == [1, 0]
+
+
+def test_multimask_writes_three_candidates_best_first(images, tmp_path) -> None:
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(images / "scene.png"), "--point", "60,45", "--multimask", "--out", str(out)])
+        == 0
+    )
+    masks = json.loads((out / "scene.json").read_text())["masks"]
+    assert len(masks) == 3 and [m["score"] for m in masks] == sorted(
+        (m["score"] for m in masks), reverse=True
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,13 @@ def test_every_trainable_parameter_gets_a_gradient(make_config, adapter: list[st
 def test_saved_adapters_load_for_inference(make_config, tmp_path: Path, tiny_checkpoint: Path) -> None:
     result = train(make_config("run.max_steps=2"))
     assert result.adapters_dir == tmp_path / "run" / "adapters"
+    # what they were trained on, for evaluations to check against: the six scenes, all trained on
+    record = json.loads((result.adapters_dir / "training_data.json").read_text())
+    assert (
+        record["images"] == 6
+        and len(set(record["fingerprints"])) == 6
+        and record["specs"][0].startswith("robustseg:")
+    )
     model = load_adapters(build_sam("tiny", tiny_checkpoint), result.adapters_dir)
     saved = load_file(str(result.adapters_dir / "adapter_model.safetensors"))
     last = load_file(
