@@ -245,3 +245,12 @@ def test_multimask_writes_three_candidates_best_first(images, tmp_path) -> None:
     assert len(masks) == 3 and [m["score"] for m in masks] == sorted(
         (m["score"] for m in masks), reverse=True
     )
+
+
+def test_auto_defaults_find_masks_on_the_bundled_model(tmp_path) -> None:
+    """Issue 20, item 6: SAM's thresholds passed nothing on the tiny SAM, silently."""
+    from garasam.predict.web import SAMPLES_DIR
+
+    out = tmp_path / "out"
+    assert main(["predict", str(SAMPLES_DIR / "coffee.jpg"), "--auto", "--out", str(out)]) == 0
+    assert len(json.loads((out / "coffee.json").read_text())["masks"]) >= 5
