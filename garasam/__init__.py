@@ -22,6 +22,11 @@ _EXPORTS = {
     "gate_summary": "garasam.adapters",
     "GaraSamPredictor": "garasam.predict",
     "from_pretrained": "garasam.predict",
+    "AutomaticMaskGenerator": "garasam.predict",
+    # segment_anything's names (docs/predict.md, "Coming from segment_anything")
+    "sam_model_registry": "garasam.models",
+    "SamPredictor": "garasam.predict",
+    "SamAutomaticMaskGenerator": "garasam.predict",
 }
 
 __all__ = ["__version__", *_EXPORTS]

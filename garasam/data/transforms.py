@@ -55,13 +55,17 @@ class SamTransform:
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
         return self.get_preprocess_shape(original_size[0], original_size[1], self.image_size)
 
-    def apply_image(self, image: np.ndarray) -> torch.Tensor:
-        """H x W x 3 uint8 -> uint8 [3, h, w] with the longest side = image_size (SAM's PIL bilinear resize)."""
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """H x W x 3 uint8 -> h x w x 3 uint8 with the longest side = image_size (SAM's PIL bilinear
+        resize), as `segment_anything`'s `ResizeLongestSide.apply_image` returns it."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
         height, width = self.input_size(image.shape[:2])
-        resized = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
-        return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+    def resize_image(self, image: np.ndarray) -> torch.Tensor:
+        """`apply_image` as the uint8 [3, h, w] tensor the encoder batches are made of."""
+        return torch.from_numpy(np.ascontiguousarray(self.apply_image(image).transpose(2, 0, 1)))
 
     def apply_coords(self, coords: ArrayT, original_size: tuple[int, int]) -> ArrayT:
         """(x, y) points [..., 2] in the original image -> the resized frame (float)."""
@@ -76,6 +80,14 @@ class SamTransform:
         """XYXY boxes [..., 4] in the original image -> the resized frame."""
         shape = boxes.shape
         return self.apply_coords(boxes.reshape(-1, 2, 2), original_size).reshape(shape)
+
+    def apply_coords_torch(self, coords: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """`apply_coords` under `segment_anything`'s name for tensors."""
+        return self.apply_coords(coords, original_size)
+
+    def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+        """`apply_boxes` under `segment_anything`'s name for tensors."""
+        return self.apply_boxes(boxes, original_size)
 
     def apply_prompt(self, prompt: Prompt, original_size: tuple[int, int]) -> Prompt:
         """A prompt in the original image -> the same prompt in the resized frame (float32)."""
@@ -130,7 +142,7 @@ class SamTransform:
         height, width = size
         if height > self.image_size or width > self.image_size:
             raise ValueError(
-                f"image {width}x{height} is larger than the SAM input {self.image_size}; use apply_image"
+                f"image {width}x{height} is larger than the SAM input {self.image_size}; use resize_image"
             )
         mean = torch.tensor(PIXEL_MEAN, device=image.device).view(3, 1, 1)
         std = torch.tensor(PIXEL_STD, device=image.device).view(3, 1, 1)
@@ -165,7 +177,7 @@ class SamTransform:
                     f"sample {index}: {len(sample.masks)} masks but {len(sample_prompts)} prompts"
                 )
             original = (int(sample.image.shape[0]), int(sample.image.shape[1]))
-            image = self.apply_image(sample.image)
+            image = self.resize_image(sample.image)
             height, width = image.shape[-2:]
             images[index, :, :height, :width] = image
             masks = torch.zeros((len(sample.masks), size, size), dtype=torch.bool)

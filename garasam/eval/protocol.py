@@ -449,7 +449,7 @@ class _ViewSource(torch.utils.data.Dataset):
                     image=image,
                     masks=kept,
                     object_ids=object_ids,
-                    sam_image=self.transform.apply_image(image),
+                    sam_image=self.transform.resize_image(image),
                     prompts=prompts,
                     sam_prompts={
                         kind: [self.transform.apply_prompt(p, original) for p in kind_prompts]

@@ -67,6 +67,26 @@ def build_sam(
     return model.eval()
 
 
+class _Builder:
+    """`sam_model_registry[type](checkpoint=...)`: `build_sam` under segment_anything's call."""
+
+    def __init__(self, model_type: str) -> None:
+        self.model_type = model_type
+
+    def __call__(self, checkpoint: str | os.PathLike | None = None) -> SamModel:
+        return build_sam(self.model_type, checkpoint)
+
+    def __repr__(self) -> str:
+        return f"sam_model_registry[{self.model_type!r}]"
+
+
+# segment_anything's registry ("default" is ViT-H there too), plus the bundled tiny SAM
+sam_model_registry: dict[str, _Builder] = {
+    "default": _Builder("vit_h"),
+    **{model_type: _Builder(model_type) for model_type in ("vit_h", "vit_l", "vit_b", "tiny")},
+}
+
+
 def require_checkpoint(model_type: str, checkpoint: object, random_weights: bool) -> None:
     """A real SAM type without a checkpoint has random weights, and every mask it draws is meaningless:
     commands that segment or score refuse it unless the user asks for random weights (timing, tests).

@@ -5,10 +5,12 @@ The recipe is `segment_anything.SamAutomaticMaskGenerator`'s: prompt a regular g
 their thresholds, drop masks cut by a crop edge, suppress duplicates with box NMS, and optionally
 clean small holes and islands.
 
-Crop boxes and the point grid come from transformers' `SamImageProcessor.generate_crop_boxes`.
-Its `filter_masks` and `post_process_for_mask_generation` do not fit: the first drops the stability
+Crop boxes and point grids are SAM's (`garasam.predict.grids`, tested against the official helpers;
+transformers' `generate_crop_boxes` cannot give layers grids of different sizes). transformers'
+`filter_masks` and `post_process_for_mask_generation` do not fit: the first drops the stability
 score and the point of each kept mask, which `generate` reports; the second needs torchvision for
-NMS. Those steps are written here in torch (`garasam.predict.masks`).
+NMS. Those steps are written here in torch (`garasam.predict.masks`). The constructor takes the
+official generator's arguments, and a model or a `GaraSamPredictor`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from torch import nn
 
 from garasam.adapters import GateSummary
 from garasam.errors import ConfigError, DataError
+from garasam.predict.grids import crop_boxes, layer_grids
 from garasam.predict.masks import (
     batched_nms,
     box_area,
@@ -32,12 +35,7 @@ from garasam.predict.masks import (
 )
 from garasam.predict.predictor import GaraSamPredictor
 
-try:  # transformers 5 names the torchvision-free image processor explicitly
-    from transformers import SamImageProcessorPil as _CropProcessor
-except ImportError:  # transformers 4.x: the slow processor needs no torchvision
-    from transformers import SamImageProcessor as _CropProcessor
-
-OutputMode = Literal["binary_mask", "coco_rle"]
+OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 MIN_SIDE = 2  # a one-pixel-wide image has no shape to find: refused rather than answered with nothing
 
 
@@ -92,8 +90,8 @@ class AutomaticMaskGenerator:
 
     def __init__(
         self,
-        predictor: GaraSamPredictor,
-        points_per_side: int = 32,
+        model: GaraSamPredictor | nn.Module,
+        points_per_side: int | None = 32,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
         stability_score_thresh: float = 0.95,
@@ -102,17 +100,30 @@ class AutomaticMaskGenerator:
         crop_n_layers: int = 0,
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: OutputMode = "binary_mask",
     ) -> None:
-        if points_per_side < 1 or points_per_batch < 1 or crop_n_layers < 0 or min_mask_region_area < 0:
+        if (
+            points_per_batch < 1
+            or crop_n_layers < 0
+            or min_mask_region_area < 0
+            or crop_n_points_downscale_factor < 1
+        ):
             raise ConfigError(
-                "points_per_side and points_per_batch must be positive, crop_n_layers and "
+                "points_per_batch and crop_n_points_downscale_factor must be positive, crop_n_layers and "
                 "min_mask_region_area non-negative"
             )
-        if output_mode not in ("binary_mask", "coco_rle"):
-            raise ConfigError(f"output_mode must be 'binary_mask' or 'coco_rle', got {output_mode!r}")
-        self.predictor = predictor
+        if points_per_side is not None and points_per_side < 1:
+            raise ConfigError(f"points_per_side must be positive, got {points_per_side}")
+        if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
+            raise ConfigError(
+                f"output_mode must be 'binary_mask', 'uncompressed_rle' or 'coco_rle', got {output_mode!r}"
+            )
+        # segment_anything's generator takes the model; a predictor (with adapters, fast path) works too
+        self.predictor = model if isinstance(model, GaraSamPredictor) else GaraSamPredictor(model)
+        self.grids = layer_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor, point_grids)
         self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
@@ -140,22 +151,18 @@ class AutomaticMaskGenerator:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
         check_auto_size(image.shape[0], image.shape[1])
-        # A PIL image, not the array: transformers guesses the channel axis of an array and guesses
-        # wrong for images 1 or 3 pixels high (a 3 x 50 image became 50 x 3).
-        crop_boxes, crop_points, _, _ = _CropProcessor().generate_crop_boxes(
-            Image.fromarray(image),
-            self.predictor.transform.image_size,
-            crop_n_layers=self.crop_n_layers,
-            overlap_ratio=self.crop_overlap_ratio,
-            points_per_crop=self.points_per_side,
-        )
-        crop_boxes = crop_boxes.round().to(torch.int64)
-        parts = [
-            self._process_crop(image, crop_box, crop_points[0, :, index].float())
-            for index, crop_box in enumerate(crop_boxes)
-        ]
+        height, width = image.shape[:2]
+        boxes = crop_boxes(height, width, self.crop_n_layers, self.crop_overlap_ratio)
+        parts = []
+        for (x0, y0, x1, y1), layer in boxes:
+            size = (y1 - y0, x1 - x0)
+            points = self.grids[layer] * np.array([size[1], size[0]])  # in the crop's pixels
+            resized = torch.as_tensor(
+                self.predictor.transform.apply_coords(points, size), dtype=torch.float32
+            )
+            parts.append(self._process_crop(image, torch.tensor([x0, y0, x1, y1]), resized))
         found = _Candidates.concat(parts)
-        if len(crop_boxes) > 1 and len(found.masks):
+        if len(boxes) > 1 and len(found.masks):
             # Duplicates across crops: prefer the mask from the smaller crop (it saw more detail).
             keep = batched_nms(
                 found.boxes,
@@ -255,7 +262,7 @@ class AutomaticMaskGenerator:
         mask = found.masks[i]
         cx0, cy0, cx1, cy1 = (float(v) for v in found.crop_boxes[i])
         return {
-            "segmentation": encode_rle(mask) if self.output_mode == "coco_rle" else mask,
+            "segmentation": _encode(mask, self.output_mode),
             "area": int(mask.sum()),
             "bbox": coco_bbox(mask),  # COCO's: width counts pixels, like garasam predict's JSON
             "predicted_iou": float(found.iou[i]),
@@ -263,6 +270,25 @@ class AutomaticMaskGenerator:
             "stability_score": float(found.stability[i]),
             "crop_box": [cx0, cy0, cx1 - cx0, cy1 - cy0],
         }
+
+
+def _encode(mask: np.ndarray, output_mode: OutputMode) -> Any:
+    if output_mode == "coco_rle":
+        return encode_rle(mask)
+    if output_mode == "uncompressed_rle":
+        return uncompressed_rle(mask)
+    return mask
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO's uncompressed RLE: run lengths down the columns, starting with a (maybe empty) run of 0s."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        runs = [0, *runs]
+    return {"size": list(mask.shape), "counts": runs}
 
 
 def _near_crop_edge(boxes: torch.Tensor, crop_box: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

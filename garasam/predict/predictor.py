@@ -63,7 +63,7 @@ class GaraSamPredictor:
             raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
         if image_format == "BGR":
             image = np.ascontiguousarray(image[..., ::-1])
-        resized = self.transform.apply_image(image).to(self.device)
+        resized = self.transform.resize_image(image).to(self.device)
         self.set_torch_image(resized[None], (int(image.shape[0]), int(image.shape[1])))
 
     @torch.inference_mode()

@@ -80,7 +80,7 @@ class SceneStream(IterableDataset):
     def _item(self, sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         size = self.transform.image_size
         original = sample.image.shape[:2]
-        image = self.transform.apply_image(sample.image)
+        image = self.transform.resize_image(sample.image)
         h, w = image.shape[-2:]
         chosen = rng.permutation(len(sample.masks))[: self.objects]
         chosen = np.resize(chosen, self.objects)  # repeat objects when the scene has fewer
@@ -210,7 +210,7 @@ def clear_iou(model: SamModel, scenes: int, device: torch.device) -> dict[str, f
     for seed in range(scenes):
         sample = generate_scene(HELD_OUT_SEED + seed, family="source")
         original = sample.image.shape[:2]
-        image = transform.apply_image(sample.image)
+        image = transform.resize_image(sample.image)
         pixels = transform.preprocess(image[None].to(device))
         embeddings = model.get_image_embeddings(pixels)
         for kind in totals:

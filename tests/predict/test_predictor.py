@@ -35,7 +35,7 @@ def test_matches_the_official_predictor(tmp_path, image) -> None:
     ours.set_image(image)
     # The official set_image resizes with torchvision, absent here; SamTransform.apply_image is the
     # same PIL bilinear resize, so the official predictor gets the identical resized image.
-    official.set_torch_image(ours.transform.apply_image(image)[None].float(), image.shape[:2])
+    official.set_torch_image(ours.transform.resize_image(image)[None].float(), image.shape[:2])
     torch.testing.assert_close(
         ours.get_image_embedding(), official.get_image_embedding(), atol=1e-4, rtol=1e-4
     )
