@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import garasam
-from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, config_from_dict
+from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, LoRAConfig, config_from_dict
 from garasam.adapters.inject import (
     adapter_config,
     adapter_layers,
@@ -28,6 +28,7 @@ from garasam.adapters.inject import (
     find_targets,
     inject_adapters,
 )
+from garasam.adapters.peft_format import from_peft, garasam_key, is_peft_only, peft_fields, peft_key
 from garasam.adapters.unload import remove_adapters
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_path, atomic_write_text
@@ -49,6 +50,10 @@ def save_adapters(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {_canonical(k): v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
+    targets = [_canonical(n) for n in adapter_layers(model)]
+    peft = peft_fields(config, targets) if isinstance(config, LoRAConfig) else {}
+    if peft:  # LoRA folders are PEFT folders too (garasam.adapters.peft_format)
+        state = {peft_key(k): v for k, v in state.items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "garasam_adapter_type": config.adapter_type})
         digest = _sha256(tmp)
@@ -57,8 +62,9 @@ def save_adapters(
         "garasam_version": garasam.__version__,
         "adapter": config.to_dict(),
         "backbone": backbone_identity(model, config),
-        "target_modules": [_canonical(n) for n in adapter_layers(model)],
+        "target_modules": targets,
         "weights_sha256": digest,
+        **peft,
         **(extra or {}),
     }
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
@@ -77,6 +83,8 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable adapter config ({err})") from err
+    if isinstance(meta, dict) and is_peft_only(meta):
+        return from_peft(meta, path)
     if not isinstance(meta, dict) or "adapter" not in meta or "backbone" not in meta:
         raise CheckpointError(f"{path}: not a garasam adapter config (missing 'adapter' or 'backbone')")
     version = meta.get("format_version")
@@ -163,7 +171,7 @@ def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> 
             f"{weights}: contents differ from the digest in {CONFIG_NAME} (damaged or replaced file)"
         )
     try:
-        saved = load_file(str(weights))
+        saved = {garasam_key(k): v for k, v in load_file(str(weights)).items()}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
     bad = [key for key, tensor in saved.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
@@ -207,6 +215,8 @@ def _target_linears(model: nn.Module, config: AdapterConfig) -> list[tuple[str, 
 
 
 def _check_backbone(model: nn.Module, config: AdapterConfig, saved: dict[str, Any], directory: Path) -> None:
+    if not saved:  # a folder from another library (PEFT) records no backbone: the shapes are checked
+        return
     try:
         mine = backbone_identity(model, config)
     except ConfigError as err:
