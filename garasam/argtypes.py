@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,3 +78,32 @@ def output_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
     return path
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device(text: str) -> str:
+    """auto (CUDA when available, else the CPU), cpu, cuda, cuda:N or mps: the same for every command."""
+    if not _DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def training_device(text: str) -> str:
+    """`device`, less cuda:N: training picks each process's GPU itself (LOCAL_RANK, CUDA_VISIBLE_DEVICES)."""
+    value = device(text)
+    if value.startswith("cuda:") or value == "mps":
+        raise argparse.ArgumentTypeError(
+            f"{value}: training runs on auto, cpu or cuda; choose the GPU with CUDA_VISIBLE_DEVICES"
+        )
+    return value
+
+
+def resolve_device(value: str | None) -> str:
+    """`auto` (or nothing) -> cuda when available, else cpu."""
+    if value in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return value

@@ -20,7 +20,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from garasam.argtypes import output_dir, positive_int
+from garasam.argtypes import output_dir, positive_int, training_device
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import PLANS
 
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=positive_int, default=None, help="training steps per adapter (plan default)"
     )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    parser.add_argument("--device", default="auto", type=training_device, help="auto, cpu or cuda")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -196,3 +196,24 @@ def test_one_vocabulary_with_the_former_names_kept(flag, tmp_path) -> None:
     eval_cmd.add_arguments(parser)
     for spelling in ("--model-type", "--sam"):
         assert parser.parse_args(["--data", "x", "--out", "o", spelling, "vit_l"]).sam == "vit_l"
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "serve"])
+def test_inference_commands_share_one_device_syntax(command) -> None:
+    parser = argparse.ArgumentParser()
+    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+    action = next(a for a in parser._actions if "--device" in a.option_strings)
+    for good in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert action.type(good) == good
+    with pytest.raises(argparse.ArgumentTypeError, match="expected auto, cpu, cuda, cuda:N or mps"):
+        action.type("gpu")
+
+
+@pytest.mark.parametrize("command", ["train", "demo", "study", "pretrain-tiny"])
+def test_training_commands_say_how_to_pick_a_gpu(command) -> None:
+    parser = argparse.ArgumentParser()
+    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+    action = next(a for a in parser._actions if "--device" in a.option_strings)
+    assert action.type("cuda") == "cuda"
+    with pytest.raises(argparse.ArgumentTypeError, match="CUDA_VISIBLE_DEVICES"):
+        action.type("cuda:1")

@@ -6,6 +6,7 @@ names of the targeted Linear layers matter.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -51,17 +52,23 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, make_adapter(linear, config).train(linear.training))
     if hasattr(model, "save_pretrained"):  # transformers would write qkv.base.* keys no SAM loader reads
-        model.save_pretrained = _refuse_save_pretrained
+        model.save_pretrained = functools.partial(_save_pretrained, model)
     return model
 
 
-def _refuse_save_pretrained(*args: object, **kwargs: object) -> None:
-    raise ConfigError(ADAPTED_SAVE_HINT)
+def _save_pretrained(model: nn.Module, directory: str, *args: object, **kwargs: object) -> object:
+    """An adapted SAM saves as a GaraSam folder: adapters + a reference to its base checkpoint."""
+    from garasam.pretrained import GaraSam
+
+    if args or kwargs:
+        raise ConfigError(f"an adapted SAM saves with save_pretrained(directory) only, got {args} {kwargs}")
+    return GaraSam.save_pretrained(model, directory)
 
 
 ADAPTED_SAVE_HINT = (
     "this SAM carries adapters, and a whole-model file of it would not load as SAM (its qkv layers are "
-    "wrapped): save the adapters with garasam.save_adapters(model, dir) beside the base checkpoint, or "
+    "wrapped): save it with model.save_pretrained(dir) (adapters + a reference to the base checkpoint, "
+    "read back by garasam.GaraSam.from_pretrained), or the adapters alone with garasam.save_adapters, or "
     "for LoRA fold them in first with garasam.adapters.merge_and_unload(model)"
 )
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garasam.argtypes import non_negative_int, output_dir, positive_int
+from garasam.argtypes import device, non_negative_int, output_dir, positive_int, resolve_device
 from garasam.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: frozen=none)",
     )
     parser.add_argument(
+        "--adapters",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="adapter folder to compare with the frozen SAM, named after its run folder (repeatable); "
+        "short for --model frozen=none --model NAME=DIR",
+    )
+    parser.add_argument(
         "--model-type", dest="sam", help="SAM backbone: vit_b, vit_l, vit_h or tiny (default tiny)"
     )
     parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
@@ -75,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="base seed of the degradations (default 0)"
     )
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--precision",
         default="auto",
@@ -109,6 +117,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _split(value: str | None) -> list[str] | None:
     return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
+
+
+def model_specs(models: list[str] | None, adapters: list[Path] | None) -> list[str]:
+    """--model entries, then one per --adapters folder (`runs/gara/adapters` is named `gara`), after a
+    frozen SAM unless --model names the models itself."""
+    specs = list(models or ([] if adapters else ["frozen=none"]))
+    if adapters and not models:
+        specs.insert(0, "frozen=none")
+    for folder in adapters or []:
+        name = folder.parent.name if folder.name == "adapters" and folder.parent.name else folder.name
+        specs.append(f"{name}={folder}")
+    return specs
 
 
 def parse_model_specs(specs: Sequence[str]) -> dict[str, Path | None]:
@@ -168,10 +188,13 @@ def build_models(
     from garasam.models import MODEL_TYPES, build_sam
     from garasam.models.build import require_checkpoint
     from garasam.models.fast import optimize_sam
+    from garasam.models.hub import infer_model_type
 
-    if checkpoint is not None and sam is None:
-        raise ConfigError(f"--checkpoint {checkpoint} needs --model-type (one of {', '.join(MODEL_TYPES)})")
-    model_type = sam or "tiny"
+    model_type = sam or ("tiny" if checkpoint is None else infer_model_type(checkpoint))
+    if model_type is None:
+        raise ConfigError(
+            f"--checkpoint {checkpoint}: cannot tell its model type; add --model-type (one of {', '.join(MODEL_TYPES)})"
+        )
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"--model-type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
     require_checkpoint(model_type, checkpoint, random_weights)
@@ -211,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     from garasam.eval.protocol import evaluate, plan_conditions, rank_and_world, setup_distributed
     from garasam.eval.report import headline_table, write_report
 
-    device = setup_distributed(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = setup_distributed(resolve_device(args.device))
     rank, _ = rank_and_world()
     try:
         severities = _severities(args.severities)
@@ -226,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             example_conditions = [
                 max(c for c in conditions if c.degradation == name) for name in example_names
             ]
-        specs = parse_model_specs(args.model or ["frozen=none"])
+        specs = parse_model_specs(model_specs(args.model, args.adapters))
         torch.manual_seed(args.seed)  # a SAM without weights (tiny before pretraining) is drawn from it
         models, info = build_models(
             specs, args.sam, args.checkpoint, device, random_weights=args.random_weights

@@ -11,7 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from garasam.argtypes import output_dir
+from garasam.argtypes import output_dir, training_device
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import ARMS, PLANS
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="the quick plan's sizes (a smoke test, not the study)"
     )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    parser.add_argument("--device", default="auto", type=training_device, help="auto, cpu or cuda")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,8 @@ from transformers.models.sam.modeling_sam import SamPositionalEmbedding, SamVisi
 
 from garasam.errors import ConfigError
 from garasam.models.checkpoint import identify_checkpoint, load_sam_weights, tie_positional_embedding
+from garasam.models.hub import is_hub_id
+from garasam.models.hub import resolve as resolve_hub_id
 from garasam.models.registry import sam_config
 
 # Weights of the `tiny` type, trained by garasam/train/pretrain_tiny.py and shipped with the package.
@@ -44,6 +46,9 @@ def build_sam(
     once on `device`: transformers' constructor initialises every weight twice, single-threaded on
     the CPU (5 to 10 s for vit_h; this takes 0.35 s on 16 cores, 0.1 s on a GPU).
     """
+    source = checkpoint
+    if is_hub_id(checkpoint):  # facebook/sam-vit-base: the cached snapshot (garasam.models.hub)
+        checkpoint = resolve_hub_id(str(checkpoint))
     config = sam_config(model_type)
     if checkpoint is None and model_type == "tiny" and pretrained:
         if TINY_WEIGHTS.is_file():
@@ -63,7 +68,10 @@ def build_sam(
     else:
         load_sam_weights(model, checkpoint, model_type, torch.device(device))
     # Adapter folders and evaluation reports record which weights the backbone holds.
-    model.garasam_checkpoint = None if checkpoint is None else identify_checkpoint(checkpoint)
+    model.garasam_checkpoint = None
+    if checkpoint is not None:  # what it is, and where it came from (GaraSam.save_pretrained refers to it)
+        reference = str(source) if is_hub_id(source) else str(Path(checkpoint).resolve())
+        model.garasam_checkpoint = {**identify_checkpoint(checkpoint), "source": reference}
     return model.eval()
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from garasam.argtypes import non_negative_int, output_dir, positive_int, unit_float
+from garasam.argtypes import device, non_negative_int, output_dir, positive_int, resolve_device, unit_float
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write SAM's three candidate masks per prompt, best first (default: the best one)",
     )
     parser.add_argument("--out", type=output_dir, required=True, help="output folder")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     auto = parser.add_argument_group("automatic masks (--auto)")
     auto.add_argument("--points-per-side", type=positive_int, default=32, help="grid of points per side")
     auto.add_argument(
@@ -126,7 +126,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise DataError(f"{args.out}: exists and is not a folder")
     predictor = from_pretrained(
-        args.adapters, args.checkpoint, args.model_type, args.device, random_weights=args.random_weights
+        args.adapters,
+        args.checkpoint,
+        args.model_type,
+        resolve_device(args.device),
+        random_weights=args.random_weights,
     )
     model_type = model_type_of_config(predictor.model.config)
     iou_default, stability_default = AUTO_THRESHOLDS.get(model_type, AUTO_THRESHOLDS["sam"])

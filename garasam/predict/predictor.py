@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import require_checkpoint
 from garasam.models.fast import optimize_sam
+from garasam.models.hub import infer_model_type
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
 
@@ -251,7 +251,7 @@ def resolve_model_type(
         return recorded
     if checkpoint is None:
         return "tiny"
-    named = [t for t in MODEL_TYPES if t in Path(checkpoint).name]
-    if len(named) == 1:
-        return named[0]
+    inferred = infer_model_type(checkpoint)
+    if inferred is not None:
+        return inferred
     raise ConfigError(f"{checkpoint}: cannot tell the model type from the file name; give it (e.g. vit_b)")

@@ -36,7 +36,7 @@ from transformers import SamModel
 
 from garasam.adapters import GaRAConfig, adapter_config, inject_adapters, load_adapters
 from garasam.adapters.io import CONFIG_NAME
-from garasam.argtypes import port
+from garasam.argtypes import device, port, resolve_device
 from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_for
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
@@ -480,11 +480,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
     )
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
 def run(args: argparse.Namespace) -> int:
-    app = WebApp.create(args.checkpoint, args.adapters, args.model_type, args.device, args.random_weights)
+    app = WebApp.create(
+        args.checkpoint, args.adapters, args.model_type, resolve_device(args.device), args.random_weights
+    )
     page = build_page(app)
     print(f"garasam serve: http://{args.host}:{args.port}", flush=True)
     page.queue(default_concurrency_limit=1).launch(

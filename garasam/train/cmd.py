@@ -12,7 +12,7 @@ import argparse
 import os
 import signal
 
-from garasam.argtypes import positive_int
+from garasam.argtypes import positive_int, training_device
 from garasam.models.registry import MODEL_TYPES
 
 
@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace another run's checkpoints in --out")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default auto)")
+    parser.add_argument(
+        "--device", type=training_device, help="auto, cpu or cuda (run.device; default: the recipe's, auto)"
+    )
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4"
     )

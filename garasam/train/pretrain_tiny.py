@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 from transformers import SamModel
 
-from garasam.argtypes import non_negative_int, output_file, positive_float, positive_int
+from garasam.argtypes import non_negative_int, output_file, positive_float, positive_int, training_device
 from garasam.data.prompts import eval_prompt, mask_box, sample_points
 from garasam.data.synthetic import generate_scene
 from garasam.data.transforms import SamTransform
@@ -267,7 +267,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=defaults.batch_size, help="scenes per step"
     )
     parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate (AdamW)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--device", default="auto", type=training_device, help="auto, cpu or cuda")
     parser.add_argument(
         "--workers", type=non_negative_int, default=defaults.workers, help="scene-generating processes"
     )

@@ -83,8 +83,30 @@ def test_disable_needs_adapters(sam) -> None:
 def test_an_adapted_model_is_not_saved_whole(sam, tmp_path) -> None:
     """It used to save, and then neither build_sam nor SamModel.from_pretrained read the qkv weights."""
     inject_adapters(sam, GaRAConfig(r_low=2, r_high=4))
-    with pytest.raises(ConfigError, match="save the adapters with garasam.save_adapters"):
+    with pytest.raises(ConfigError, match="model.save_pretrained.*garasam.save_adapters.*merge_and_unload"):
         save_sam(sam, tmp_path / "whole.safetensors")
-    with pytest.raises(ConfigError, match="merge_and_unload"):
-        sam.save_pretrained(tmp_path / "hf")
-    assert not (tmp_path / "whole.safetensors").exists() and not (tmp_path / "hf").exists()
+    assert not (tmp_path / "whole.safetensors").exists()
+
+
+def test_an_adapted_model_saves_and_loads_in_one_call_each(sam, pixels, tmp_path) -> None:
+    """save_pretrained of an adapted SAM writes adapters + a reference to its base: it round-trips."""
+    from garasam import GaraSam
+
+    inject_adapters(sam, GaRAConfig(r_low=2, r_high=4))
+    randomize_b(sam)
+    sam.save_pretrained(tmp_path / "gara")
+    assert sorted(p.name for p in (tmp_path / "gara").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "garasam.json",
+    ]
+    again = GaraSam.from_pretrained(tmp_path / "gara")
+    torch.testing.assert_close(_embeddings(again, pixels), _embeddings(sam, pixels), rtol=0, atol=0)
+
+
+def test_a_random_base_cannot_be_referred_to(tmp_path) -> None:
+    from garasam import GaraSam
+
+    model = inject_adapters(build_sam("tiny", pretrained=False), LoRAConfig(rank=2))
+    with pytest.raises(ConfigError, match="not built from a checkpoint"):
+        GaraSam.save_pretrained(model, tmp_path / "x")

@@ -93,7 +93,11 @@ def test_model_specs_and_option_errors(dataset: Path, tmp_path: Path, capsys) ->
     assert cli.main([*base, "--checkpoint", "sam.pth"]) == 2
     assert cli.main([*base, "--example-degradations", "smog"]) == 2
     errors = capsys.readouterr().err
-    assert "--severities" in errors and "needs --model-type" in errors and "smog" in errors
+    assert (
+        "--severities" in errors
+        and "cannot tell its model type; add --model-type" in errors
+        and "smog" in errors
+    )
 
 
 def _eval(data: str, out: Path) -> int:
@@ -201,3 +205,14 @@ def test_evaluating_on_training_images_is_flagged(dataset: Path, tmp_path: Path)
     )
     record = json.loads((out / "results.json").read_text())["models"]["gara"]["training_overlap"]
     assert (record["images"], record["of"]) == (1, 2)
+
+
+def test_adapters_flag_is_short_for_a_frozen_and_an_adapted_model() -> None:
+    """Issue 20, item 8: predict and serve take --adapters, eval takes it too."""
+    from garasam.eval.cmd import model_specs
+
+    assert model_specs(None, [Path("runs/gara/adapters")]) == ["frozen=none", "gara=runs/gara/adapters"]
+    assert model_specs(None, None) == ["frozen=none"]
+    assert model_specs(["base=none"], [Path("x/lora16")]) == ["base=none", "lora16=x/lora16"]
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_model_specs(model_specs(None, [Path("a/gara/adapters"), Path("b/gara/adapters")]))

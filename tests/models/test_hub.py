@@ -1,0 +1,114 @@
+"""Hugging Face Hub ids through the local cache, never the network (issue 20, item 9).
+
+A fake cache in the Hub's layout (`models--org--name/refs/main`, `snapshots/<commit>/`) holds a tiny
+SAM saved by transformers and a GaraSam folder, as `hf download` would leave them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from garasam import GaraSam
+from garasam.adapters import GaRAConfig, adapter_config, inject_adapters
+from garasam.cli import main
+from garasam.errors import CheckpointError
+from garasam.models import build_sam
+from garasam.models.hub import infer_model_type
+from tests.adapters.conftest import randomize_b
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty Hub cache, offline; `publish(repo_id)` returns the snapshot folder to fill."""
+    from huggingface_hub import constants
+
+    root = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def publish(repo_id: str):
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(COMMIT)
+        snapshot = repo / "snapshots" / COMMIT
+        snapshot.mkdir(parents=True)
+        return snapshot
+
+    return publish
+
+
+def _embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.get_image_embeddings(pixels)
+
+
+@pytest.fixture
+def pixels() -> torch.Tensor:
+    return torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(7))
+
+
+def test_a_hub_id_loads_from_the_cache(cache, pixels) -> None:
+    build_sam("tiny").save_pretrained(cache("facebook/sam-tiny-test"))
+    model = build_sam("tiny", "facebook/sam-tiny-test")
+    torch.testing.assert_close(
+        _embeddings(model, pixels), _embeddings(build_sam("tiny"), pixels), rtol=0, atol=0
+    )
+    assert model.garasam_checkpoint["source"] == "facebook/sam-tiny-test"
+    assert infer_model_type("facebook/sam-tiny-test") == "tiny"
+
+
+def test_the_command_line_takes_a_hub_id(cache, tmp_path) -> None:
+    from PIL import Image
+
+    build_sam("tiny").save_pretrained(cache("facebook/sam-tiny-test"))
+    Image.fromarray(np.full((40, 60, 3), 120, np.uint8)).save(tmp_path / "grey.png")
+    argv = [
+        "predict",
+        str(tmp_path / "grey.png"),
+        "--box",
+        "5,5,30,30",
+        "--checkpoint",
+        "facebook/sam-tiny-test",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+
+
+def test_an_id_missing_offline_says_how_to_get_it(cache) -> None:
+    with pytest.raises(
+        CheckpointError,
+        match="facebook/sam-vit-base: no such local path, and as a Hugging Face model id not in the local cache .* HF_HUB_OFFLINE",
+    ):
+        build_sam("vit_b", "facebook/sam-vit-base")
+
+
+def test_a_garasam_folder_on_a_hub_base_round_trips_through_the_cache(cache, pixels, tmp_path) -> None:
+    build_sam("tiny").save_pretrained(cache("facebook/sam-tiny-test"))
+    adapted = inject_adapters(build_sam("tiny", "facebook/sam-tiny-test"), GaRAConfig(r_low=2, r_high=4))
+    randomize_b(adapted)
+    folder = cache("me/gara-tiny")
+    adapted.save_pretrained(folder)  # as if published: the folder refers to its base by Hub id
+    loaded = GaraSam.from_pretrained("me/gara-tiny")
+    assert adapter_config(loaded) == adapter_config(adapted)
+    torch.testing.assert_close(_embeddings(loaded, pixels), _embeddings(adapted, pixels), rtol=0, atol=0)
+    plain = GaraSam.from_pretrained("facebook/sam-tiny-test")  # a SAM id: the SAM, without adapters
+    assert adapter_config(plain) is None
+
+
+def test_a_garasam_folder_whose_base_changed_is_refused(pixels, tmp_path) -> None:
+    base = tmp_path / "base"
+    build_sam("tiny").save_pretrained(base)
+    adapted = inject_adapters(build_sam("tiny", base), GaRAConfig(r_low=2, r_high=4))
+    adapted.save_pretrained(tmp_path / "gara")
+    other = build_sam("tiny", pretrained=False)
+    other.save_pretrained(base)  # another SAM under the same path
+    with pytest.raises(CheckpointError, match="another checkpoint"):
+        GaraSam.from_pretrained(tmp_path / "gara")
+    import shutil
+
+    shutil.rmtree(base)
+    with pytest.raises(CheckpointError, match="the base checkpoint .* is not there"):
+        GaraSam.from_pretrained(tmp_path / "gara")
