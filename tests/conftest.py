@@ -14,3 +14,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def pixels() -> torch.Tensor:
+    """One normalised 256 x 256 input for the tiny SAM."""
+    return torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+
+
+def embeddings(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The image encoder's output: what adapters change, compared across save and load paths."""
+    with torch.no_grad():
+        return model.get_image_embeddings(pixels)

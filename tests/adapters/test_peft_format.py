@@ -19,18 +19,9 @@ from garasam.adapters import (
 from garasam.errors import CheckpointError
 from garasam.models import build_sam
 from tests.adapters.conftest import randomize_b
+from tests.conftest import embeddings
 
 peft = pytest.importorskip("peft")
-
-
-@pytest.fixture
-def pixels() -> torch.Tensor:
-    return torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
-
-
-def _embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.get_image_embeddings(pixels)
 
 
 def _qkv_names(model) -> list[str]:
@@ -44,7 +35,7 @@ def test_peft_loads_a_garasam_lora_folder(pixels, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PEFT notes the garasam keys it does not know
         theirs = peft.PeftModel.from_pretrained(build_sam("tiny"), folder).eval()
-    torch.testing.assert_close(_embeddings(theirs, pixels), _embeddings(ours, pixels), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embeddings(theirs, pixels), embeddings(ours, pixels), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("rslora", [False, True])
@@ -61,7 +52,7 @@ def test_garasam_loads_a_peft_lora_folder(pixels, tmp_path, rslora) -> None:
     ours = load_adapters(build_sam("tiny"), tmp_path / "peft")
     expected_scale = 12 / 2 if rslora else 12 / 4
     assert adapter_config(ours).rank == 4 and adapter_config(ours).scale == pytest.approx(expected_scale)
-    torch.testing.assert_close(_embeddings(ours, pixels), _embeddings(theirs, pixels), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embeddings(ours, pixels), embeddings(theirs, pixels), rtol=1e-5, atol=1e-6)
 
 
 def test_peft_options_garasam_lacks_are_refused_by_name(tmp_path) -> None:

@@ -19,6 +19,7 @@ from garasam.adapters import (
 from garasam.errors import ConfigError
 from garasam.models import build_sam, save_sam
 from tests.adapters.conftest import randomize_b
+from tests.conftest import embeddings
 
 
 @pytest.fixture
@@ -26,28 +27,18 @@ def sam():
     return build_sam("tiny")  # the bundled weights: image embeddings that depend on the image
 
 
-def _embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.get_image_embeddings(pixels)
-
-
-@pytest.fixture
-def pixels() -> torch.Tensor:
-    return torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))
-
-
 def test_merged_lora_computes_what_the_adapters_did(sam, pixels, tmp_path) -> None:
     inject_adapters(sam, LoRAConfig(rank=4, scale=0.5))
     randomize_b(sam)
-    adapted = _embeddings(sam, pixels)
+    adapted = embeddings(sam, pixels)
     merge_and_unload(sam)
     assert adapter_config(sam) is None
     assert all(type(m) is nn.Linear for n, m in sam.named_modules() if n.endswith("attn.qkv"))
-    torch.testing.assert_close(_embeddings(sam, pixels), adapted, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embeddings(sam, pixels), adapted, rtol=1e-5, atol=1e-6)
     # a merged model is a plain SAM: saved and read back whole
     save_sam(sam, tmp_path / "merged.safetensors")
     reloaded = build_sam("tiny", tmp_path / "merged.safetensors")
-    torch.testing.assert_close(_embeddings(reloaded, pixels), _embeddings(sam, pixels), rtol=0, atol=0)
+    torch.testing.assert_close(embeddings(reloaded, pixels), embeddings(sam, pixels), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("config", [GaRAConfig(r_low=2, r_high=4), MoELoRAConfig(expert_ranks=(2, 4))])
@@ -60,17 +51,17 @@ def test_gated_adapters_cannot_be_merged(sam, config) -> None:
 
 @pytest.mark.parametrize("config", [LoRAConfig(rank=4), GaRAConfig(r_low=2, r_high=4)])
 def test_disabled_adapters_compute_the_frozen_model(sam, pixels, config) -> None:
-    frozen = _embeddings(sam, pixels)
+    frozen = embeddings(sam, pixels)
     inject_adapters(sam, config)
     randomize_b(sam)
-    adapted = _embeddings(sam, pixels)
+    adapted = embeddings(sam, pixels)
     assert not torch.allclose(adapted, frozen)
     with disable_adapters(sam):
-        torch.testing.assert_close(_embeddings(sam, pixels), frozen, rtol=0, atol=0)
-    torch.testing.assert_close(_embeddings(sam, pixels), adapted, rtol=0, atol=0)
+        torch.testing.assert_close(embeddings(sam, pixels), frozen, rtol=0, atol=0)
+    torch.testing.assert_close(embeddings(sam, pixels), adapted, rtol=0, atol=0)
     with pytest.raises(RuntimeError), disable_adapters(sam):
         raise RuntimeError("inside the block")
-    torch.testing.assert_close(_embeddings(sam, pixels), adapted, rtol=0, atol=0)
+    torch.testing.assert_close(embeddings(sam, pixels), adapted, rtol=0, atol=0)
 
 
 def test_disable_needs_adapters(sam) -> None:
@@ -101,7 +92,7 @@ def test_an_adapted_model_saves_and_loads_in_one_call_each(sam, pixels, tmp_path
         "garasam.json",
     ]
     again = GaraSam.from_pretrained(tmp_path / "gara")
-    torch.testing.assert_close(_embeddings(again, pixels), _embeddings(sam, pixels), rtol=0, atol=0)
+    torch.testing.assert_close(embeddings(again, pixels), embeddings(sam, pixels), rtol=0, atol=0)
 
 
 def test_a_random_base_cannot_be_referred_to(tmp_path) -> None:

@@ -106,7 +106,10 @@ def test_tiny_loads_the_bundled_weights(monkeypatch: pytest.MonkeyPatch, tmp_pat
         loaded = build_sam("tiny")
     assert all(torch.equal(a, b) for a, b in zip(_weights(loaded), _weights(trained), strict=True))
     assert trained.garasam_checkpoint is None
-    assert loaded.garasam_checkpoint == identify_checkpoint(tmp_path / "tiny_sam.safetensors")
+    assert loaded.garasam_checkpoint == {
+        **identify_checkpoint(tmp_path / "tiny_sam.safetensors"),
+        "source": str((tmp_path / "tiny_sam.safetensors").resolve()),  # what GaraSam folders refer to
+    }
 
 
 def test_tiny_weights_path_is_inside_the_package() -> None:

@@ -17,6 +17,7 @@ from garasam.errors import CheckpointError
 from garasam.models import build_sam
 from garasam.models.hub import infer_model_type
 from tests.adapters.conftest import randomize_b
+from tests.conftest import embeddings
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -41,21 +42,11 @@ def cache(tmp_path, monkeypatch):
     return publish
 
 
-def _embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model.get_image_embeddings(pixels)
-
-
-@pytest.fixture
-def pixels() -> torch.Tensor:
-    return torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(7))
-
-
 def test_a_hub_id_loads_from_the_cache(cache, pixels) -> None:
     build_sam("tiny").save_pretrained(cache("facebook/sam-tiny-test"))
     model = build_sam("tiny", "facebook/sam-tiny-test")
     torch.testing.assert_close(
-        _embeddings(model, pixels), _embeddings(build_sam("tiny"), pixels), rtol=0, atol=0
+        embeddings(model, pixels), embeddings(build_sam("tiny"), pixels), rtol=0, atol=0
     )
     assert model.garasam_checkpoint["source"] == "facebook/sam-tiny-test"
     assert infer_model_type("facebook/sam-tiny-test") == "tiny"
@@ -93,7 +84,7 @@ def test_a_garasam_folder_on_a_hub_base_round_trips_through_the_cache(cache, pix
     adapted.save_pretrained(folder)  # as if published: the folder refers to its base by Hub id
     loaded = GaraSam.from_pretrained("me/gara-tiny")
     assert adapter_config(loaded) == adapter_config(adapted)
-    torch.testing.assert_close(_embeddings(loaded, pixels), _embeddings(adapted, pixels), rtol=0, atol=0)
+    torch.testing.assert_close(embeddings(loaded, pixels), embeddings(adapted, pixels), rtol=0, atol=0)
     plain = GaraSam.from_pretrained("facebook/sam-tiny-test")  # a SAM id: the SAM, without adapters
     assert adapter_config(plain) is None
 
