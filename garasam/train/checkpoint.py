@@ -7,6 +7,7 @@ Layout of an output folder:
     checkpoints/step_00001000/   adapters/ (save_adapters layout) + trainer_state.pt
     checkpoints/best.json        step and validation IoU of the best checkpoint (never pruned)
     adapters/                    the final adapters (load with garasam.load_adapters)
+    best/                        the adapters of the best validated step (runs with validation)
     log.jsonl, tb/               metrics
 
 A checkpoint folder is assembled under a temporary name and renamed into place, so a kill at any
@@ -40,6 +41,7 @@ ADAPTERS = "adapters"
 STATE_NAME = "trainer_state.pt"
 RUN_NAME = "run.json"
 BEST_NAME = "best.json"
+BEST_DIR = "best"  # the best validated adapters, beside the final adapters/
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 # What a fresh run of this folder removes with --overwrite (never anything else).
 RUN_ARTEFACTS = (CHECKPOINTS, ADAPTERS, RUN_NAME, "config.yaml", "log.jsonl", "tb")
@@ -158,6 +160,21 @@ def export_adapters(output: Path, model: nn.Module, extra: dict[str, Any]) -> Pa
     target = output / ADAPTERS
     with atomic_dir(target) as tmp:
         save_adapters(model, tmp, extra=extra)
+    return target
+
+
+def export_best(output: Path) -> Path | None:
+    """Copy the adapters of the best validated checkpoint to `output/best` (None without validation).
+
+    A new best always gets a checkpoint of its own, which pruning keeps, so its adapters are on disk."""
+    best = read_best(output)
+    source = next((path for step, path in list_checkpoints(output) if best and step == best["step"]), None)
+    if source is None:
+        return None
+    target = output / BEST_DIR
+    with atomic_dir(target) as tmp:
+        for item in (source / ADAPTERS).iterdir():
+            shutil.copy2(item, tmp / item.name)
     return target
 
 

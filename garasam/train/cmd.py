@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         if result.status == "completed":
             best = (
-                f", best validation IoU {result.best['val_iou']:.4f} at step {result.best['step']}"
+                f", best validation IoU {result.best['val_iou']:.4f} at step {result.best['step']} "
+                f"(its adapters in {result.best_adapters_dir})"
                 if result.best
                 else ""
             )

@@ -73,6 +73,7 @@ class TrainResult:
     nonfinite_steps: int
     bad_samples: int
     best: dict[str, Any] | None = None
+    best_adapters_dir: Path | None = None  # output/best: the adapters of the best validated step
     validation: dict[str, float] = field(default_factory=dict)
     signal: int | None = None  # the signal that interrupted the run
 
@@ -553,17 +554,20 @@ class Trainer:
 
     def _finish(self, interrupted: bool, signum: int | None, start_step: int, seconds: float) -> TrainResult:
         config, monitor = self.config, self.monitor
-        adapters_dir = None
+        adapters_dir = best_dir = None
         if not interrupted and self.ctx.is_main:
             adapters_dir = ckpt.export_adapters(
                 self.output,
                 self.sam,
                 extra={"training_step": self.step, "config_hash": config.config_hash(), "best": self.best},
             )
+            best_dir = ckpt.export_best(self.output)
             # what the adapters saw, so that an evaluation on the same images can say so
-            write_training_data(
-                adapters_dir, config.data.train, (self.data.image_path(i) for i in self.dataset.indices)
-            )
+            for folder in (adapters_dir, best_dir):
+                if folder is not None:
+                    write_training_data(
+                        folder, config.data.train, (self.data.image_path(i) for i in self.dataset.indices)
+                    )
         status = "interrupted" if interrupted else "completed"
         monitor.event(
             "end",
@@ -571,6 +575,8 @@ class Trainer:
             status=status,
             seconds=round(seconds, 2),
             nonfinite_steps=self.nonfinite_total,
+            best=self.best,
+            best_adapters=None if best_dir is None else str(best_dir),
         )
         if interrupted:
             name = signal.Signals(signum).name if signum else "signal"
@@ -596,6 +602,7 @@ class Trainer:
             nonfinite_steps=self.nonfinite_total,
             bad_samples=self.bad_samples,
             best=self.best,
+            best_adapters_dir=best_dir,
             validation=self.validation,
             signal=signum if interrupted else None,
         )

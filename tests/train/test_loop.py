@@ -87,6 +87,7 @@ def test_every_trainable_parameter_gets_a_gradient(make_config, adapter: list[st
 def test_saved_adapters_load_for_inference(make_config, tmp_path: Path, tiny_checkpoint: Path) -> None:
     result = train(make_config("run.max_steps=2"))
     assert result.adapters_dir == tmp_path / "run" / "adapters"
+    assert result.best_adapters_dir is None and not (tmp_path / "run" / "best").exists()  # no validation
     # what they were trained on, for evaluations to check against: the six scenes, all trained on
     record = json.loads((result.adapters_dir / "training_data.json").read_text())
     assert (
@@ -205,6 +206,12 @@ def test_validation_best_checkpoint_and_tensorboard(make_config, tmp_path: Path)
     assert best == result.best and best["step"] in (2, 4)
     kept = [step for step, _ in list_checkpoints(run)]
     assert kept == sorted({best["step"], 4})  # the last one plus the best one
+    # issue 19, item 6: the best step's adapters beside the final ones, named in the result
+    assert result.best_adapters_dir == run / "best"
+    best_checkpoint = dict(list_checkpoints(run))[best["step"]] / "adapters" / "adapter_model.safetensors"
+    assert (run / "best" / "adapter_model.safetensors").read_bytes() == best_checkpoint.read_bytes()
+    assert json.loads((run / "best" / "adapter_config.json").read_text())["training_step"] == best["step"]
+    assert (run / "best" / "training_data.json").is_file()
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
