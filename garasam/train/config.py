@@ -106,6 +106,9 @@ class LossSection(Section):
     iou_weight: float = Field(1.0, ge=0)
     focal_gamma: float = Field(2.0, ge=0)
     focal_alpha: float = Field(0.25, ge=0, le=1)
+    # The paper cites the generalised Dice loss (Sudre et al. 2017); SAM and RobustSAM, whose recipe we
+    # follow, train soft Dice. "generalised" weighs object and background by inverse squared area.
+    dice: Literal["soft", "generalised"] = "soft"
 
 
 class OptimSection(Section):

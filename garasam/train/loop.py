@@ -106,7 +106,9 @@ class PromptedSam(nn.Module):
 
 def loss_weights(config: TrainConfig) -> losses.LossWeights:
     c = config.loss
-    return losses.LossWeights(c.focal_weight, c.dice_weight, c.iou_weight, c.focal_gamma, c.focal_alpha)
+    return losses.LossWeights(
+        c.focal_weight, c.dice_weight, c.iou_weight, c.focal_gamma, c.focal_alpha, c.dice
+    )
 
 
 def forward_backward(

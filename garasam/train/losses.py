@@ -23,6 +23,9 @@ class LossWeights:
     iou: float = 1.0
     gamma: float = 2.0
     alpha: float = 0.25
+    dice_kind: str = (
+        "soft"  # "soft" (SAM, RobustSAM) or "generalised" (Sudre et al. 2017, the paper's citation)
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,24 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor |
         targets = targets * valid
     inter = (prob * targets).sum((-2, -1))
     return 1 - (2 * inter + 1) / (prob.sum((-2, -1)) + targets.sum((-2, -1)) + 1)
+
+
+def generalised_dice_loss(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """1 - generalised Dice (Sudre et al. 2017) over the object and the background, each class weighted by
+    1 / (its target area + 1)^2, so a small object counts as much as the large background around it."""
+    prob = torch.sigmoid(logits)
+    inside = 1.0 if valid is None else valid
+    numerator = denominator = 0.0
+    for p, t in ((prob * inside, targets * inside), ((1 - prob) * inside, (1 - targets) * inside)):
+        weight = 1.0 / (t.sum((-2, -1)) + 1) ** 2
+        numerator = numerator + weight * (p * t).sum((-2, -1))
+        denominator = denominator + weight * (p + t).sum((-2, -1))
+    return 1 - 2 * numerator / denominator
+
+
+DICE_LOSSES = {"soft": dice_loss, "generalised": generalised_dice_loss}
 
 
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,7 +138,7 @@ def mask_losses(
     valid = valid_region(input_sizes.reshape(count, 2), height, width) if input_sizes is not None else None
 
     focal = sigmoid_focal_loss(logits, targets, weights.gamma, weights.alpha, valid)
-    dice = dice_loss(logits, targets, valid)
+    dice = DICE_LOSSES[weights.dice_kind](logits, targets, valid)
     with torch.no_grad():
         iou = mask_iou(logits, targets, valid)
     iou_mse = (iou_scores.reshape(count, num_masks).float() - iou) ** 2

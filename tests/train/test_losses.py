@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from garasam.train.losses import LossWeights, dice_loss, mask_iou, mask_losses, sigmoid_focal_loss
+from garasam.errors import ConfigError
+from garasam.train.losses import (
+    LossWeights,
+    dice_loss,
+    mask_iou,
+    mask_losses,
+    sigmoid_focal_loss,
+    valid_region,
+)
 
 
 def test_focal_loss_single_pixel_values() -> None:
@@ -84,3 +93,40 @@ def test_no_objects_gives_a_zero_loss_with_a_graph() -> None:
     pred = torch.zeros(0, 1, 1, 8, 8, requires_grad=True)
     out = mask_losses(pred, torch.zeros(0, 1, 1), torch.zeros(0, 1, 32, 32, dtype=torch.bool))
     assert out.total.item() == 0.0 and out.total.requires_grad
+
+
+def test_generalised_dice_against_a_hand_computation() -> None:
+    """Issue 19, item 5: Sudre et al.'s generalised Dice over object and background, weights 1 / (area + 1)^2."""
+    from garasam.train.losses import generalised_dice_loss
+
+    targets = torch.zeros(1, 4, 4)
+    targets[0, 0, :2] = 1  # a 2-pixel object, 14 background pixels
+    logits = torch.full((1, 4, 4), -20.0)
+    logits[0, 0, 0] = 20.0  # predicts one of the two object pixels, nothing else
+    p = torch.sigmoid(logits)
+    w_fg, w_bg = 1 / 3**2, 1 / 15**2
+    numerator = w_fg * (p * targets).sum() + w_bg * ((1 - p) * (1 - targets)).sum()
+    denominator = w_fg * (p + targets).sum() + w_bg * ((1 - p) + (1 - targets)).sum()
+    expected = 1 - 2 * numerator / denominator
+    torch.testing.assert_close(generalised_dice_loss(logits, targets), expected[None])
+    # the small object weighs as much as the background: missing half of it costs far more than in soft Dice
+    assert generalised_dice_loss(logits, targets) > dice_loss(logits, targets) / 2
+    perfect = torch.where(targets > 0, 20.0, -20.0)
+    assert generalised_dice_loss(perfect, targets).item() < 1e-6
+    # padding outside the image counts for nothing, as in the other terms
+    padded_logits = F.pad(logits, (0, 3, 0, 2), value=15.0)
+    padded_targets = F.pad(targets, (0, 3, 0, 2))
+    valid = valid_region(torch.tensor([[4, 4]]), 6, 7)[:, 0]
+    torch.testing.assert_close(generalised_dice_loss(padded_logits, padded_targets, valid), expected[None])
+
+
+def test_the_dice_kind_is_a_config_choice() -> None:
+    from garasam.train.config import load_config
+    from garasam.train.loop import loss_weights
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert loss_weights(load_config(configs / "tiny_gara.yaml")).dice_kind == "soft"
+    chosen = load_config(configs / "tiny_gara.yaml", ["loss.dice=generalised"])
+    assert loss_weights(chosen).dice_kind == "generalised"
+    with pytest.raises(ConfigError, match="loss.dice"):
+        load_config(configs / "tiny_gara.yaml", ["loss.dice=sudre"])
