@@ -212,7 +212,7 @@ def load_upload(path: str | os.PathLike) -> np.ndarray:
 
 _LOG = logging.getLogger(__name__)
 # An absolute path in a message (POSIX or Windows): only its last part may reach the page.
-_ABSOLUTE_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"()]+)+[\\/]([^\s\\/:'\"()]+)")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"()]+)+[\\/]([^\s\\/:'\"()]+)")
 
 
 def public_message(text: str) -> str:

@@ -206,3 +206,16 @@ def test_no_server_path_reaches_the_page(app, error, shown, caplog) -> None:
 def test_the_page_refuses_a_real_model_without_weights() -> None:
     with pytest.raises(ConfigError, match="model type vit_b needs its weights"):
         WebApp.create(model_type="vit_b", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("/tmp/gradio/0a1b/x.png: cannot read image", "x.png: cannot read image"),
+        (r"C:\Users\me\up.png: bad", "up.png: bad"),
+        ("runs/gara/adapters: not an adapter folder", "runs/gara/adapters: not an adapter folder"),
+        ("1/2 of the images", "1/2 of the images"),
+    ],
+)
+def test_public_messages_cut_absolute_paths_only(text, shown) -> None:
+    assert web.public_message(text) == shown
