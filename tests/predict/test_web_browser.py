@@ -88,6 +88,8 @@ def server(tmp_path):
 def test_compare_page_in_chromium(server, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=TIMEOUT_MS)  # the page waits on a 2-core CPU shared with other tests
+
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("this is text, not a picture")
     with sync_playwright() as playwright:
@@ -108,9 +110,13 @@ def test_compare_page_in_chromium(server, tmp_path) -> None:
             expect(canvas).to_be_visible()
             expect(page.locator("#status")).to_contain_text("Click on the image")
 
+            clean_image = canvas.get_attribute("src")
             page.locator("#degradation input").click()
             page.get_by_role("option", name="fog", exact=True).click()
             expect(page.locator("#degradation input")).to_have_value("fog")
+            # the fogged image must be on the page before the click: a click sent while the server is
+            # still degrading is answered first, and the degradation's answer then clears its prompt
+            expect(canvas).not_to_have_attribute("src", clean_image or "")
 
             box = canvas.bounding_box()
             canvas.click(position={"x": box["width"] * 0.45, "y": box["height"] * 0.3})
