@@ -20,7 +20,7 @@ from transformers import SamModel
 from garasam.adapters import adapter_config, load_adapters, save_adapters
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_write_text
-from garasam.models import build_sam, identify_checkpoint
+from garasam.models import build_sam
 from garasam.models.hub import infer_model_type, is_hub_id
 from garasam.models.hub import resolve as resolve_hub_id
 
@@ -76,7 +76,7 @@ class GaraSam:
                 f"base yourself (sha256 {base.get('sha256')}...) and call garasam.load_adapters(model, {str(folder)!r})"
             )
         model = build_sam(base["model_type"], source, device=device)
-        found = identify_checkpoint(resolve_hub_id(source) if is_hub_id(source) else source)
+        found = model.garasam_checkpoint  # build_sam hashed the weights already
         if found["sha256"] != base.get("sha256"):
             raise CheckpointError(
                 f"{folder / CONFIG_NAME}: {source} has sha256 {found['sha256']}..., the adapters were saved "

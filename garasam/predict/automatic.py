@@ -124,7 +124,6 @@ class AutomaticMaskGenerator:
         # segment_anything's generator takes the model; a predictor (with adapters, fast path) works too
         self.predictor = model if isinstance(model, GaraSamPredictor) else GaraSamPredictor(model)
         self.grids = layer_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor, point_grids)
-        self.points_per_side = points_per_side
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
