@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from garasam.eval.stats import Bootstrap, Estimate, Scores, stack_scores
-from garasam.miniature.plan import BASELINES, StudyPlan
+from garasam.miniature.plan import BASELINES, VARIANT_OF, StudyPlan
 from garasam.miniature.runner import read_objects, run_name
 
 PROMPTS = ("point", "box")
@@ -243,7 +243,17 @@ def _tables(sets: dict[str, _TestSet], plan: StudyPlan) -> dict[str, list[str]]:
         for prompt in PROMPTS:
             cells.append(_share(sets[prompt], arm))
         diff_rows.append(cells)
-    return {"scores": _md(header, rows), "differences": _md(diff_header, diff_rows)}
+    tables = {"scores": _md(header, rows), "differences": _md(diff_header, diff_rows)}
+    variant_header = ["variant"] + [f"{p} {s} IoU - base" for p in PROMPTS for s in ("degr", "clear")]
+    variant_rows = [
+        [f"{_label(arm)} - {_label(VARIANT_OF[arm])}"]
+        + [sets[p].difference(arm, VARIANT_OF[arm], s).format() for p in PROMPTS for s in ("degrade", "clear")]
+        for arm in arms
+        if VARIANT_OF.get(arm) in arms
+    ]
+    if variant_rows:
+        tables["variants"] = _md(variant_header, variant_rows)
+    return tables
 
 
 def _share(test_set: _TestSet, arm: str) -> str:
@@ -265,6 +275,9 @@ LABELS = {
     "gara_unified": "GaRA, unified space (ablation)",
     "gara_space_only": "GaRA, space gate only (ablation)",
     "gara_random": "GaRA, random gating (ablation)",
+    "gara_paper_loss": "GaRA, paper's loss (no IoU term)",
+    "gara_gdice": "GaRA, generalised Dice",
+    "gara_scale_1_16": "GaRA, scale 1/16",
 }
 
 
@@ -294,6 +307,13 @@ def _markdown(
             *parts["differences"],
             "",
         ]
+        if "variants" in parts:
+            lines += [
+                f"### {test_set.replace('_', '-')} test set: each variant minus its base arm, IoU points [95% CI]",
+                "",
+                *parts["variants"],
+                "",
+            ]
     lines += ["### Claims", ""]
     for claim in claims:
         lines.append(f"- **{claim['verdict']}**: {claim['claim']}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from garasam.argtypes import output_dir, training_device
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
-from garasam.miniature.plan import ARMS, PLANS
+from garasam.miniature.plan import ARMS, PLANS, STUDY_ARMS, VARIANT_OF
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", default=None, help="comma-separated training seeds (default: the plan's, 0,1,2)"
     )
     parser.add_argument(
-        "--arms", default=None, help=f"comma-separated arms (default: all of {', '.join(ARMS)})"
+        "--arms",
+        default=None,
+        help=f"comma-separated arms (default: the study's, {', '.join(STUDY_ARMS)}; fidelity variants: "
+        f"{', '.join(VARIANT_OF)}; all: {', '.join(ARMS)})",
     )
     parser.add_argument(
         "--quick", action="store_true", help="the quick plan's sizes (a smoke test, not the study)"

@@ -23,7 +23,20 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "gara_unified": {"adapter_type": "gara", "gating": "unified"},
     "gara_space_only": {"adapter_type": "gara", "gating": "space_only"},
     "gara_random": {"adapter_type": "gara", "gating": "random"},
+    # Fidelity variants of GaRA (issue 19, pre-registered in docs/miniature.md): not in the study's arms.
+    "gara_paper_loss": {"adapter_type": "gara"},
+    "gara_gdice": {"adapter_type": "gara"},
+    "gara_scale_1_16": {"adapter_type": "gara", "scale": 0.0625},
 }
+# The study's arms (docs/miniature.md), fixed before its first run; the variants below come on top.
+STUDY_ARMS = tuple(arm for arm in ARMS if not arm.startswith(("gara_paper", "gara_gdice", "gara_scale")))
+# Further training-config overrides of an arm, and the arm each variant is compared with.
+ARM_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "gara_paper_loss": ("loss.iou_weight=0",),
+    "gara_gdice": ("loss.dice=generalised",),
+}
+VARIANT_OF: dict[str, str] = {"gara_paper_loss": "gara", "gara_gdice": "gara", "gara_scale_1_16": "gara"}
+FIDELITY_ARMS = ("frozen", "gara", *VARIANT_OF)
 # The demo's core: frozen, the paper's best fixed-rank LoRA (LoRA-128, Table 6), GaRA.
 DEMO_ARMS = ("frozen", "lora128", "gara")
 BASELINES = ("lora16", "lora128", "lora256", "moe_lora")  # claim 2: GaRA against each
@@ -40,7 +53,7 @@ class StudyPlan:
     steps: int
     batch_size: int = 4
     seeds: tuple[int, ...] = (0, 1, 2)
-    arms: tuple[str, ...] = tuple(ARMS)
+    arms: tuple[str, ...] = STUDY_ARMS
     max_objects: int = 4
     bootstrap_replicates: int = 2000
 

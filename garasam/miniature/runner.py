@@ -19,7 +19,7 @@ from typing import Any
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import ARMS as ARM_ADAPTERS
-from garasam.miniature.plan import SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for
+from garasam.miniature.plan import ARM_OVERRIDES, SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for
 
 DONE = "study_done.json"
 
@@ -128,6 +128,7 @@ def train_arm(
         "run.num_workers=0",
         f"checkpoint.every_steps={plan.steps}",
         "logging.tensorboard=true",  # `tensorboard --logdir <out>/runs` shows every arm (logging only)
+        *ARM_OVERRIDES.get(arm, ()),
     ]
     result = train(load_config(None, overrides))
     if result.status != "completed" or result.adapters_dir is None:
