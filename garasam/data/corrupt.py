@@ -122,8 +122,6 @@ def process_image(job: Job, index: int) -> Result:
     clean_mask_path = job.out / MASKS_DIR / f"{image_id}.npy"
     _write_missing(result, clean_mask_path, save_masks, masks)
     _write_missing(result, job.out / CLEAN_DIR / f"{image_id}.jpg", save_jpeg, sample.image)
-    images = torch.from_numpy(sample.image).permute(2, 0, 1)[None].contiguous()
-    mask_tensor = torch.from_numpy(masks)
     for output in job.outputs:
         image_path = job.out / output.folder / f"{image_id}.jpg"
         mask_path = job.out / masks_dir_for(output.folder) / f"{image_id}.npy" if output.geometric else None
@@ -133,11 +131,8 @@ def process_image(job: Job, index: int) -> Result:
         degradation = get_degradation(job.suite, output.degradation)
         seed = seed_for(image_id, output.degradation, output.severity, job.seed)
         try:
-            degraded, warped = degradation(
-                images,
-                [seed],
-                severity=output.severity,
-                masks=[mask_tensor] if mask_path is not None else None,
+            degraded, warped = degradation.apply_image(
+                sample.image, seed, output.severity, masks if mask_path is not None else None
             )
         except DataError as err:
             if job.strict:
@@ -145,8 +140,8 @@ def process_image(job: Job, index: int) -> Result:
             result.problems.append(f"{sample.meta['source']}: {output.folder}: {err}")
             continue
         if mask_path is not None:
-            _write_missing(result, mask_path, save_masks, warped[0].numpy())
-        _write_missing(result, image_path, save_jpeg, degraded[0].permute(1, 2, 0).numpy())
+            _write_missing(result, mask_path, save_masks, warped)
+        _write_missing(result, image_path, save_jpeg, degraded)
     return result
 
 

@@ -475,15 +475,8 @@ class _ViewSource(torch.utils.data.Dataset):
             return sample.image, np.stack(sample.masks).astype(bool)
         degradation = get_degradation(self.suite, condition.degradation)
         seed = seed_for(image_id, degradation.name, condition.severity, self.seed)
-        images = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
-        out, warped = degradation(
-            images,
-            [seed],
-            severity=condition.severity,
-            masks=[torch.from_numpy(masks)] if degradation.geometric else None,
-        )
-        degraded = np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
-        return degraded, (warped[0].numpy() if degradation.geometric else masks)
+        degraded, warped = degradation.apply_image(image, seed, condition.severity, masks)
+        return degraded, masks if warped is None else warped
 
 
 def _load(dataset: Sequence[Any], index: int, problems: list[str]) -> Any:

@@ -247,7 +247,11 @@ def _tables(sets: dict[str, _TestSet], plan: StudyPlan) -> dict[str, list[str]]:
     variant_header = ["variant"] + [f"{p} {s} IoU - base" for p in PROMPTS for s in ("degr", "clear")]
     variant_rows = [
         [f"{_label(arm)} - {_label(VARIANT_OF[arm])}"]
-        + [sets[p].difference(arm, VARIANT_OF[arm], s).format() for p in PROMPTS for s in ("degrade", "clear")]
+        + [
+            sets[p].difference(arm, VARIANT_OF[arm], s).format()
+            for p in PROMPTS
+            for s in ("degrade", "clear")
+        ]
         for arm in arms
         if VARIANT_OF.get(arm) in arms
     ]

@@ -18,8 +18,8 @@ from typing import Any
 
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
-from garasam.miniature.plan import ARMS as ARM_ADAPTERS
 from garasam.miniature.plan import ARM_OVERRIDES, SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for
+from garasam.miniature.plan import ARMS as ARM_ADAPTERS
 
 DONE = "study_done.json"
 

@@ -234,9 +234,7 @@ def degrade(image: np.ndarray, suite: str, name: str, severity: int | None = Non
     """The image under one degradation, reproducibly (the seed depends on the degradation only)."""
     degradation = get_degradation(suite, name)
     level = degradation.default_severity if severity is None else int(severity)
-    batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-    out, _ = degradation(batch, [seed_for("web", degradation.name, level)], severity=level)
-    return np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+    return degradation.apply_image(image, seed_for("web", degradation.name, level), level)[0]
 
 
 def severity_range(suite: str, name: str) -> tuple[int, int, int]:

@@ -1,4 +1,9 @@
-"""Training data: decode, resize and draw prompts in the loader; degrade on the training device.
+"""Training data: decode, degrade, draw prompts and resize in the loader; normalise on the device.
+
+Each sample is degraded at its own resolution before it is resized to SAM's input, by the same
+function (`Degradation.apply_image`) and in the same frame as evaluation and `garasam corrupt`, so a
+blur of 35 pixels or JPEG's 8 x 8 blocks mean the same in training and at test time (the paper's
+benchmarks degrade the original images; degrading after the resize made them 1.6-2.6x weaker).
 
 Every random choice of a sample (objects kept, degradation, its seed, prompts) comes from a generator
 seeded by (run seed, epoch, dataset index) alone. A sample is therefore the same whichever process,
@@ -76,9 +81,9 @@ def split_indices(size: int, fraction: float, seed: int) -> tuple[list[int], lis
 
 @dataclass
 class TrainItem:
-    """One sample as the loader hands it over: objects and prompts chosen, image not yet degraded."""
+    """One sample as the loader hands it over: degraded, objects and prompts chosen, not yet resized."""
 
-    sample: Sample
+    sample: Sample  # degraded at the original resolution; geometric degradations warped its masks
     prompts: list[Prompt]  # original frame, one per mask
     degradation: str
     severity: int | None
@@ -189,7 +194,33 @@ class TrainDataset(Dataset):
         name, severity = self.chooser.draw(rng)
         seed = int(rng.integers(2**32))
         prompts = [self.draw_prompt(mask, rng) for mask in sample.masks]
+        if name != CLEAN.name:
+            sample, prompts = self._degrade(sample, prompts, name, severity, seed, epoch, index)
         return TrainItem(sample, prompts, name, severity, seed, epoch, index, problems)
+
+    def _degrade(
+        self,
+        sample: Sample,
+        prompts: list[Prompt],
+        name: str,
+        severity: int | None,
+        seed: int,
+        epoch: int,
+        index: int,
+    ) -> tuple[Sample, list[Prompt]]:
+        """The sample under its degradation; objects a geometric one pushed out of the image are
+        dropped and the others get prompts re-drawn inside their warped masks (generator stream 1)."""
+        degradation = get_degradation(self.chooser.suite, name)
+        masks = np.stack(sample.masks).astype(bool) if sample.masks else None
+        image, warped = degradation.apply_image(sample.image, seed, severity, masks)
+        if not degradation.geometric or warped is None:
+            return Sample(image=image, masks=sample.masks, meta=sample.meta), prompts
+        rng = sample_rng(self.seed, epoch, index, stream=1)
+        kept = [mask for mask in warped if mask.any()]
+        return (
+            Sample(image=image, masks=kept, meta=sample.meta),
+            [self.draw_prompt(mask, rng) for mask in kept],
+        )
 
     def draw_prompt(self, mask: np.ndarray, rng: np.random.Generator) -> Prompt:
         p = self.prompts
@@ -328,70 +359,16 @@ class DeviceBatch:
     degradations: list[str]
 
 
-def degrade(
-    images: torch.Tensor,
-    masks: list[torch.Tensor],
-    input_sizes: Sequence[tuple[int, int]],
-    names: Sequence[str],
-    severities: Sequence[int | None],
-    seeds: Sequence[int],
-    suite: str,
-) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
-    """Degrade each image inside its unpadded region, batching images with the same degradation and size.
-
-    Returns the images, the masks (warped where the degradation is geometric) and the indices of the
-    images whose masks moved.
-    """
-    images = images.clone()
-    masks = list(masks)
-    warped: list[int] = []
-    groups: dict[tuple[str, int | None, tuple[int, int]], list[int]] = {}
-    for i, key in enumerate(zip(names, severities, input_sizes, strict=True)):
-        if key[0] != CLEAN.name:
-            groups.setdefault(key, []).append(i)
-    for (name, severity, (h, w)), members in groups.items():
-        d = get_degradation(suite, name)
-        crop = images[members, :, :h, :w]
-        crop_masks = [masks[i][:, :h, :w] for i in members] if d.geometric else None
-        out, out_masks = d(crop, [seeds[i] for i in members], severity, masks=crop_masks)
-        images[members, :, :h, :w] = out
-        if d.geometric and out_masks is not None:
-            for i, moved in zip(members, out_masks, strict=True):
-                full = torch.zeros_like(masks[i])
-                full[:, :h, :w] = moved
-                masks[i] = full
-                warped.append(i)
-    return images, masks, warped
-
-
 def to_device(
-    batch: TrainBatch,
-    transform: SamTransform,
-    dataset: TrainDataset,
-    suite: str,
-    multimask: str,
-    device: torch.device,
+    batch: TrainBatch, transform: SamTransform, multimask: str, device: torch.device
 ) -> DeviceBatch:
-    """Move a batch to `device`, degrade it there, re-draw prompts on warped masks, normalise and group.
-
-    `dataset` supplies the run seed and prompt settings for the re-drawn prompts.
-    """
+    """Move an (already degraded) batch to `device`, normalise it there and group its prompts."""
     sam = batch.sam
     non_blocking = device.type == "cuda"
     images = sam.images.to(device, non_blocking=non_blocking)
     masks = [m.to(device, non_blocking=non_blocking) for m in sam.masks]
-    images, masks, warped = degrade(
-        images, masks, sam.input_sizes, batch.degradations, batch.severities, batch.seeds, suite
-    )
-    prompts = [list(p) for p in sam.prompts]
-    for i in warped:
-        rng = sample_rng(dataset.seed, batch.epochs[i], batch.indices[i], stream=1)
-        cpu_masks = masks[i].cpu().numpy()
-        keep = [k for k in range(len(cpu_masks)) if cpu_masks[k].any()]
-        masks[i] = masks[i][keep]
-        prompts[i] = [dataset.draw_prompt(cpu_masks[k], rng) for k in keep]
     pixel_values = transform.preprocess(images, sam.input_sizes)
-    groups = group_prompts(prompts, masks, sam.input_sizes, multimask, device)
+    groups = group_prompts([list(p) for p in sam.prompts], masks, sam.input_sizes, multimask, device)
     return DeviceBatch(
         pixel_values=pixel_values,
         groups=groups,

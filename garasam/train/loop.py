@@ -618,14 +618,7 @@ class Trainer:
         during the step is agreed on by every rank at the end of this very step.
         """
         with torch.no_grad():
-            device_batch = to_device(
-                batch,
-                self.transform,
-                self.dataset,
-                self.config.data.suite,
-                self.config.prompts.multimask,
-                self.device,
-            )
+            device_batch = to_device(batch, self.transform, self.config.prompts.multimask, self.device)
         # The schedule is a function of the step alone (no scheduler state to drift on resume or skip).
         lr = self.config.optim.lr * lr_factor(self.step, self.decay_steps, self.config.schedule.gamma)
         for group in self.optimizer.param_groups:

@@ -124,15 +124,19 @@ def test_geometric_degradation_warps_masks_and_redraws_prompts_inside_them() -> 
     section = DataSection(degradation_weights={"elastic_transform": 1.0}, max_objects_per_image=3)
     dataset = TrainDataset(data, range(2), section, PromptSection(p_box=0.0), seed=0)
     batch = TrainCollate(256)([dataset[(0, i)] for i in range(2)])
-    out = to_device(batch, SamTransform(256), dataset, "robustseg", "single_point", torch.device("cpu"))
+    out = to_device(batch, SamTransform(256), "single_point", torch.device("cpu"))
     assert out.pixel_values.shape == (2, 3, 256, 256)
+    section = DataSection(degradation_weights={"clean": 1.0}, max_objects_per_image=3)
+    plain = TrainDataset(data, range(2), section, PromptSection(p_box=0.0), seed=0)
+    clean = TrainCollate(256)([plain[(0, i)] for i in range(2)])  # the same objects, undegraded
+    assert clean.degradations == ["clean", "clean"]
     assert not torch.equal(
-        out.pixel_values, SamTransform(256).preprocess(batch.sam.images, batch.sam.input_sizes)
+        out.pixel_values, SamTransform(256).preprocess(clean.sam.images, clean.sam.input_sizes)
     )
     for group in out.groups:
         for row in range(len(group)):
             x, y = group.points[row, 0, 0].long().tolist()
             assert group.targets[row, y, x], "prompt points are drawn inside the warped mask"
     moved = sum(int(g.targets.sum()) for g in out.groups)
-    original = sum(int(m.sum()) for m in batch.sam.masks)
+    original = sum(int(m.sum()) for m in clean.sam.masks)
     assert moved != original

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from garasam.errors import DataError
@@ -51,6 +52,23 @@ class Degradation:
             return images.clone(), masks
         out, out_masks = self.apply(images, [int(s) for s in seeds], level, masks)
         return out, out_masks
+
+    def apply_image(
+        self, image: np.ndarray, seed: int, severity: int | None = None, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One H x W x 3 uint8 image (and its bool [N, H, W] masks) at its own resolution, on the CPU.
+
+        The one way training, evaluation, `garasam corrupt` and the web page degrade an image, so the
+        pixel-sized parameters (blur kernels, JPEG blocks, noise grain) mean the same in all of them.
+        Masks come back warped for geometric degradations, unchanged (the same array) otherwise.
+        """
+        batch = torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1)[None]
+        warp = masks is not None and self.geometric
+        out, warped = self(
+            batch, [seed], severity=severity, masks=[torch.from_numpy(masks)] if warp else None
+        )
+        degraded = np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+        return degraded, (warped[0].numpy() if warp and warped is not None else masks)
 
 
 def _check_batch(d: Degradation, images: torch.Tensor, seeds: Sequence[int], masks: Masks | None) -> None:
