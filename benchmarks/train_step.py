@@ -102,9 +102,7 @@ def measure(
     def step() -> None:
         nonlocal objects
         with torch.no_grad():
-            device_batch = to_device(
-                batch, transform, dataset, config.data.suite, config.prompts.multimask, device
-            )
+            device_batch = to_device(batch, transform, config.prompts.multimask, device)
         objects = device_batch.num_objects
         optimizer.zero_grad(set_to_none=True)
         forward_backward(module, device_batch, weights, autocast, ctx)

@@ -17,6 +17,7 @@ from garasam.adapters.inject import (
     gate_summary,
     inject_adapters,
     trainable_parameters,
+    valid_input_sizes,
 )
 from garasam.adapters.io import load_adapters, read_adapter_config, save_adapters
 from garasam.adapters.layers import AdapterLinear, GaRALinear, GateState, LoRALinear, MoELoRALinear
@@ -48,4 +49,5 @@ __all__ = [
     "remove_adapters",
     "save_adapters",
     "trainable_parameters",
+    "valid_input_sizes",
 ]

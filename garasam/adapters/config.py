@@ -24,6 +24,10 @@ QKV_MLP_TARGETS = (
 )
 
 Gating = Literal["gated", "unified", "space_only", "random"]
+# What the gates average over: "valid" tokens only (not the zero padding of edge windows, nor the
+# padded area of a non-square image), or "all" tokens (adapters saved before this choice existed).
+GatePooling = Literal["valid", "all"]
+GATE_POOLINGS = ("valid", "all")
 # Upper bounds on sizes: far above any real adapter (ViT-H is 1280 wide, the paper's ranks end at 1024).
 MAX_WIDTH = 65536
 MAX_LAYERS = 64
@@ -71,21 +75,39 @@ class GaRAConfig(AdapterConfig):
 
     `gating` selects the paper's ablations: "gated" (the method), "unified" (no space gate, one
     space of `r_high` gated components), "space_only" (gate 1 only: the chosen space fully on),
-    "random" (space and components drawn at random, no learned gates).
+    "random" (space and components drawn at random, no learned gates). `r_mid` adds spaces between
+    the low and the high one (the paper's 3- and 4-level hierarchies, Table 12: e.g. `r_mid=[64]` for
+    16/64/256); with more than two spaces the space gate is a Gumbel-softmax choice among them.
     """
 
     adapter_type: ClassVar[str] = "gara"
     r_low: int = 16
     r_high: int = 256
+    r_mid: tuple[int, ...] = ()
     tau: float = 0.5
     space_gate_hidden: int = 64
     space_gate_layers: int = 2
     component_gate_hidden: int = 16
     component_gate_layers: int = 3
     gating: Gating = "gated"
+    gate_pooling: GatePooling = "valid"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _pooling(self)
+        mid = self.r_mid
+        if not isinstance(mid, list | tuple) or not all(
+            isinstance(r, int) and not isinstance(r, bool) and 0 < r <= MAX_WIDTH for r in mid
+        ):
+            raise ConfigError(f"GaRAConfig.r_mid must be a list of ranks from 1 to {MAX_WIDTH}, got {mid!r}")
+        self.r_mid = tuple(mid)
+        if self.r_mid and list(self.space_ranks) != sorted(set(self.space_ranks)):
+            raise ConfigError(
+                "GaRAConfig: nested rank spaces must grow strictly from r_low through r_mid to r_high, "
+                f"got {list(self.space_ranks)}"
+            )
+        if self.r_mid and self.gating == "unified":
+            raise ConfigError("GaRAConfig: gating 'unified' has one rank space; leave r_mid empty")
         for name in ("r_low", "r_high", "space_gate_hidden", "component_gate_hidden"):
             _positive(self, name, MAX_WIDTH)
         for name in ("space_gate_layers", "component_gate_layers"):
@@ -99,22 +121,26 @@ class GaRAConfig(AdapterConfig):
 
     @property
     def space_ranks(self) -> tuple[int, ...]:
-        """Ranks of the rank spaces, in order (low, high), or one space when unified."""
-        return (self.r_high,) if self.gating == "unified" else (self.r_low, self.r_high)
+        """Ranks of the rank spaces, in order (low, mid..., high), or one space when unified."""
+        return (self.r_high,) if self.gating == "unified" else (self.r_low, *self.r_mid, self.r_high)
 
 
 @dataclass
 class MoELoRAConfig(AdapterConfig):
-    """Mixture of LoRA experts of fixed ranks with one shared gate choosing one expert per input."""
+    """Mixture of LoRA experts of fixed ranks with one shared gate (router) choosing one expert per
+    input. The default experts are the paper's (Table 5: ranks 2, 16, 128, 256; its other variant is
+    2, 16, 128, 1024)."""
 
     adapter_type: ClassVar[str] = "moe_lora"
-    expert_ranks: tuple[int, ...] = field(default=(16, 128, 256))
+    expert_ranks: tuple[int, ...] = field(default=(2, 16, 128, 256))
     tau: float = 0.5
     gate_hidden: int = 64
     gate_layers: int = 2
+    gate_pooling: GatePooling = "valid"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _pooling(self)
         ranks = self.expert_ranks
         if (
             not isinstance(ranks, list | tuple)
@@ -162,6 +188,14 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     if unknown:
         raise ConfigError(f"unknown {kind} adapter config key(s): {', '.join(unknown)}")
     return cls(**data)
+
+
+def _pooling(config: GaRAConfig | MoELoRAConfig) -> None:
+    value = config.gate_pooling
+    if value not in GATE_POOLINGS:
+        raise ConfigError(
+            f"{type(config).__name__}.gate_pooling must be one of {', '.join(GATE_POOLINGS)}; got {value!r}"
+        )
 
 
 def _regex(config: AdapterConfig, name: str) -> None:

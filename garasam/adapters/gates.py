@@ -21,9 +21,21 @@ def gate_mlp(in_features: int, hidden: int, out_features: int, num_layers: int) 
     return nn.Sequential(*layers)
 
 
-def pool_tokens(x: torch.Tensor) -> torch.Tensor:
-    """Mean over every token axis: `[N, *tokens, C] -> [N, C]` (one gate input per window or image)."""
-    return x.flatten(1, -2).mean(dim=1) if x.dim() > 2 else x
+def pool_tokens(x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over every token axis: `[N, *tokens, C] -> [N, C]` (one gate input per window or image).
+
+    `weights` (`[N, *tokens]`, 0/1) restricts each row's mean to its valid tokens; a row without any
+    valid token (a window wholly in the padding) falls back to the mean of all its tokens.
+    """
+    if x.dim() <= 2:
+        return x
+    tokens = x.flatten(1, -2)
+    if weights is None:
+        return tokens.mean(dim=1)
+    w = weights.flatten(1).to(tokens.dtype)
+    count = w.sum(1, keepdim=True)
+    w = torch.where(count > 0, w, torch.ones_like(w))
+    return torch.einsum("nt,ntc->nc", w, tokens) / w.sum(1, keepdim=True)
 
 
 def hard_sigmoid_gate(logits: torch.Tensor, tau: float, training: bool) -> torch.Tensor:

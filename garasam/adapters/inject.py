@@ -6,8 +6,10 @@ names of the targeted Linear layers matter.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,13 +49,70 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
         for param in finetuned_parameters(model, config).values():
             param.requires_grad_(True)
         return model
+    grid = encoder_grid(model)
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, make_adapter(linear, config).train(linear.training))
+        layer = make_adapter(linear, config).train(linear.training)
+        block = _block_of(model, name)
+        window = getattr(block, "window_size", None)
+        if grid is not None and isinstance(window, int):
+            layer.token_grid = (grid[0], window, grid[1])
+        setattr(parent, child, layer)
     if hasattr(model, "save_pretrained"):  # transformers would write qkv.base.* keys no SAM loader reads
         model.save_pretrained = functools.partial(_save_pretrained, model)
     return model
+
+
+def encoder_grid(model: nn.Module) -> tuple[int, int] | None:
+    """(patch grid side, patch size) of a SAM image encoder: transformers' or the official one."""
+    for config in (
+        getattr(getattr(model, "config", None), "vision_config", None),
+        getattr(getattr(model, "vision_encoder", None), "config", None),
+    ):
+        if config is not None and hasattr(config, "image_size") and hasattr(config, "patch_size"):
+            return int(config.image_size) // int(config.patch_size), int(config.patch_size)
+    encoder = getattr(model, "image_encoder", None)
+    if encoder is not None and hasattr(encoder, "img_size") and hasattr(encoder, "patch_embed"):
+        patch = int(encoder.patch_embed.proj.kernel_size[0])
+        return int(encoder.img_size) // patch, patch
+    return None
+
+
+def _block_of(model: nn.Module, name: str) -> nn.Module | None:
+    """The encoder block a `...blocks.N.attn.qkv` layer sits in (two levels up), if any."""
+    parts = name.split(".")
+    return model.get_submodule(".".join(parts[:-2])) if len(parts) > 2 else None
+
+
+@contextlib.contextmanager
+def valid_input_sizes(model: nn.Module, input_sizes: Sequence[tuple[int, int]]) -> Iterator[None]:
+    """Tell the gates which tokens of each image of the next encoder call hold the image.
+
+    `input_sizes` are the (h, w) of the resized images inside SAM's padded square input, one per
+    image of the batch; a token counts when its patch holds at least one image pixel. Without this
+    context only the edge windows' zero padding is left out of the gates' means.
+    """
+    layers = [layer for layer in adapter_layers(model).values() if layer.token_grid is not None]
+    if not layers:
+        yield
+        return
+    grid, _, patch = layers[0].token_grid
+    device = layers[0].lora_A.device
+    rows = torch.arange(grid, device=device)
+    valid = torch.stack(
+        [
+            (rows[:, None] < -(-int(h) // patch)) & (rows[None, :] < -(-int(w) // patch))
+            for h, w in input_sizes
+        ]
+    )
+    for layer in layers:
+        layer.valid_tokens = valid
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.valid_tokens = None
 
 
 def _save_pretrained(model: nn.Module, directory: str, *args: object, **kwargs: object) -> object:

@@ -107,7 +107,7 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
     directory = Path(directory)
     meta = read_adapter_config(directory)
     try:
-        config = config_from_dict(meta["adapter"])
+        config = config_from_dict(_with_legacy_defaults(meta["adapter"]))
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
     _check_backbone(model, config, meta["backbone"], directory)
@@ -133,6 +133,13 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
         _fill(model, saved, weights, trainable)
     _warn_on_other_checkpoint(model, meta["backbone"], directory)
     return model
+
+
+def _with_legacy_defaults(adapter: dict[str, Any]) -> dict[str, Any]:
+    """Adapters saved before the gates pooled valid tokens only were trained pooling every token."""
+    if adapter.get("adapter_type") in ("gara", "moe_lora") and "gate_pooling" not in adapter:
+        return {**adapter, "gate_pooling": "all"}
+    return adapter
 
 
 def _fill(model: nn.Module, saved: dict[str, torch.Tensor], weights: Path, trainable: bool) -> None:

@@ -62,6 +62,12 @@ class AdapterLinear(nn.Module):
         if base.weight.device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.gate_state: GateState | None = None
+        # (patch grid side, window size or 0 for a global block, patch size) of the encoder block this
+        # layer sits in, set by the injector; None when unknown (then every token counts in the gates).
+        self.token_grid: tuple[int, int, int] | None = None
+        # [B, G, G] bool: the tokens of each image that hold image content (`valid_input_sizes`); a
+        # plain attribute, not a buffer, so DDP never broadcasts one rank's images to the others.
+        self.valid_tokens: torch.Tensor | None = None
         self.fused = False  # see the module docstring: one GEMM, masked components, no host sync
         self.disabled = False  # garasam.adapters.disable_adapters: compute as the frozen layer
 
@@ -107,11 +113,41 @@ class AdapterLinear(nn.Module):
         """
         raise NotImplementedError
 
-    @staticmethod
-    def _gate_input(x: torch.Tensor, gate: nn.Sequential | None) -> torch.Tensor:
+    def _gate_input(self, x: torch.Tensor, gate: nn.Sequential | None) -> torch.Tensor:
         """Mean-pooled tokens in `gate`'s dtype: gates may stay float32 beside a bf16 backbone."""
-        pooled = pool_tokens(x)
+        pooled = pool_tokens(x, self._token_weights(x))
         return pooled if gate is None else pooled.to(gate[0].weight.dtype)
+
+    def _token_weights(self, x: torch.Tensor) -> torch.Tensor | None:
+        """`[rows, *tokens]` validity of the gate input's tokens, or None when every token counts.
+
+        Invalid: the zero padding that makes edge windows whole, and the tokens of the padded area
+        of a non-square image (when `valid_input_sizes` told the layer where the image ends).
+        """
+        config = getattr(self, "config", None)
+        if self.token_grid is None or x.dim() != 4 or getattr(config, "gate_pooling", "all") != "valid":
+            return None
+        grid, window, _ = self.token_grid
+        rows, height, width = x.shape[:3]
+        valid = self.valid_tokens
+        if window == 0:  # a global block: one row per image
+            ok = (height, width) == (grid, grid) and valid is not None and valid.shape[0] == rows
+            return valid if ok else None
+        per_side = -(-grid // window)
+        if (height, width) != (window, window) or rows % (per_side * per_side):
+            return None
+        images = rows // (per_side * per_side)
+        if valid is None or valid.shape[0] != images:
+            if grid % window == 0:
+                return None
+            valid = torch.ones(1, grid, grid, dtype=torch.bool, device=x.device).expand(images, -1, -1)
+        pad = per_side * window - grid
+        padded = F.pad(valid, (0, pad, 0, pad))  # False where window_partition pads with zeros
+        return (
+            padded.view(images, per_side, window, per_side, window)
+            .permute(0, 1, 3, 2, 4)
+            .reshape(rows, window, window)
+        )
 
     def _masked_delta(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """All components, each row's activations multiplied by its 0/1 mask `[rows, R]`."""
@@ -168,11 +204,15 @@ class _GaRADecision:
 
     segment: torch.Tensor  # [rows] chosen space, long
     components: list[torch.Tensor | None]  # per space [rows, r] 0/1 switches, None = all on
-    mask: torch.Tensor  # [rows, R]: (1 - z_space) * z_low | z_space * z_high
+    mask: torch.Tensor  # [rows, R]: (1 - z_space) * z_low | z_space * z_high (one-hot over N spaces)
 
 
 class GaRALinear(AdapterLinear):
-    """Gated-rank adapter: gate 1 picks the low or high space, gate 2 switches its components."""
+    """Gated-rank adapter: gate 1 picks the low or high space, gate 2 switches its components.
+
+    With more than two spaces (`r_mid`), gate 1 scores each space and picks one (Gumbel-softmax
+    straight-through in training, argmax in evaluation); with two it is the paper's sigmoid gate.
+    """
 
     def __init__(self, base: nn.Linear, config: GaRAConfig) -> None:
         super().__init__(base, config.space_ranks, config.scale)
@@ -181,8 +221,12 @@ class GaRALinear(AdapterLinear):
         c = base.in_features
         self.space_gate = None
         self.component_gates = None
+        spaces = len(self.segment_ranks)
         if config.gating in ("gated", "space_only"):
-            self.space_gate = gate_mlp(c, config.space_gate_hidden, 1, config.space_gate_layers).to(**factory)
+            outputs = 1 if spaces == 2 else spaces
+            self.space_gate = gate_mlp(c, config.space_gate_hidden, outputs, config.space_gate_layers).to(
+                **factory
+            )
         if config.gating in ("gated", "unified"):
             self.component_gates = nn.ModuleList(
                 gate_mlp(c, config.component_gate_hidden, r, config.component_gate_layers).to(**factory)
@@ -200,33 +244,42 @@ class GaRALinear(AdapterLinear):
         tau = self.config.tau
         gating = self.config.gating
 
+        spaces = len(self.segment_ranks)
         if gating == "unified":
-            space = None
+            choice = None  # [rows, spaces] one-hot choice of a space, None = the only space
         elif gating == "random":
-            space = random_gate((rows,), pooled)
+            drawn = torch.randint(0, spaces, (rows,), device=x.device)
+            choice = F.one_hot(drawn, spaces).to(pooled.dtype)
+        elif spaces == 2:
+            high = hard_sigmoid_gate(self.space_gate(pooled).squeeze(-1), tau, training)
+            choice = torch.stack([1 - high, high], dim=-1)
         else:
-            space = hard_sigmoid_gate(self.space_gate(pooled).squeeze(-1), tau, training)
+            choice = hard_softmax_gate(self.space_gate(pooled), tau, training)
 
         if self.component_gates is not None:
             comps = [hard_sigmoid_gate(g(pooled), tau, training) for g in self.component_gates]
         elif gating == "random":
             comps = [random_gate((rows, r), pooled) for r in self.segment_ranks]
         else:
-            comps = [None] * len(self.segment_ranks)
+            comps = [None] * spaces
 
-        segment = torch.zeros(rows, dtype=torch.long, device=x.device) if space is None else space.long()
-        counts = [
-            c.sum(-1) if c is not None else torch.full((rows,), r, device=x.device, dtype=pooled.dtype)
-            for c, r in zip(comps, self.segment_ranks, strict=True)
-        ]
-        active = counts[0] if space is None else torch.where(segment.bool(), counts[1], counts[0])
+        segment = (
+            torch.zeros(rows, dtype=torch.long, device=x.device) if choice is None else choice.argmax(-1)
+        )
+        counts = torch.stack(
+            [
+                c.sum(-1) if c is not None else torch.full((rows,), r, device=x.device, dtype=pooled.dtype)
+                for c, r in zip(comps, self.segment_ranks, strict=True)
+            ],
+            dim=-1,
+        )
+        active = counts.gather(1, segment[:, None]).squeeze(1)
         self.gate_state = GateState(segment=segment.detach(), active=active.detach().round().long())
 
-        weights = [None] if space is None else [1 - space, space]
         parts = []
-        for w, c, r in zip(weights, comps, self.segment_ranks, strict=True):
+        for index, (c, r) in enumerate(zip(comps, self.segment_ranks, strict=True)):
             part = c if c is not None else pooled.new_ones(rows, r)
-            parts.append(part if w is None else w[:, None] * part)
+            parts.append(part if choice is None else choice[:, index : index + 1] * part)
         return _GaRADecision(segment=segment, components=comps, mask=torch.cat(parts, dim=-1))
 
     def component_mask(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from garasam.adapters import adapter_config, gate_summary, trainable_parameters
+from garasam.adapters import adapter_config, gate_summary, trainable_parameters, valid_input_sizes
 from garasam.adapters.io import backbone_identity
 from garasam.data.degradations import CLEAN, folder_name, get_degradation, get_suite, seed_for
 from garasam.data.prompts import Prompt, PromptKind, eval_prompt
@@ -594,7 +594,7 @@ def _score_views(
         for kind in kinds
     }
     for name, model in models.items():
-        with autocast:
+        with autocast, valid_input_sizes(model, [view.input_size for view in views]):
             embeddings = model.get_image_embeddings(pixels)
         _record_gates(name, model, views, gates)
         for kind in kinds:

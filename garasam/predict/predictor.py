@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import SamModel
 
-from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adapter_config
+from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adapter_config, valid_input_sizes
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
@@ -82,7 +82,8 @@ class GaraSamPredictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         pixel_values = self.transform.preprocess(transformed_image.to(self.device)).to(self.dtype)
-        self.features = self.model.get_image_embeddings(pixel_values)
+        with valid_input_sizes(self.model, [self.input_size]):
+            self.features = self.model.get_image_embeddings(pixel_values)
         self._gates = gate_summary(self.model, 1) or None
         self.is_image_set = True
 

@@ -353,6 +353,7 @@ class DeviceBatch:
     """What one training step consumes, on the training device."""
 
     pixel_values: torch.Tensor  # normalised float [B, 3, S, S]
+    input_sizes: list[tuple[int, int]]  # (h, w) of each image inside its padded square
     groups: list[PromptGroup]
     num_images: int
     num_objects: int
@@ -371,6 +372,7 @@ def to_device(
     groups = group_prompts([list(p) for p in sam.prompts], masks, sam.input_sizes, multimask, device)
     return DeviceBatch(
         pixel_values=pixel_values,
+        input_sizes=list(sam.input_sizes),
         groups=groups,
         num_images=len(batch),
         num_objects=sum(len(g) for g in groups),

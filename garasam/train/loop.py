@@ -27,7 +27,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import garasam
-from garasam.adapters import gate_summary, inject_adapters, load_adapters, trainable_parameters
+from garasam.adapters import (
+    gate_summary,
+    inject_adapters,
+    load_adapters,
+    trainable_parameters,
+    valid_input_sizes,
+)
 from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, GarasamError
@@ -125,10 +131,13 @@ def forward_backward(
     """
     count = torch.tensor([float(batch.num_objects)], device=batch.pixel_values.device)
     distributed.all_reduce_sum(count, ctx)
-    with autocast:
-        embeddings, outputs = module(batch)
-    sums = batch_losses(embeddings, outputs, batch, weights)
-    (sums["loss"] * (ctx.world_size / count.clamp(min=1))).sum().backward()
+    sam = getattr(module, "module", module).sam  # under DDP, the PromptedSam it wraps
+    # The gates' valid tokens stay set through the backward: activation checkpointing re-runs them.
+    with valid_input_sizes(sam, batch.input_sizes):
+        with autocast:
+            embeddings, outputs = module(batch)
+        sums = batch_losses(embeddings, outputs, batch, weights)
+        (sums["loss"] * (ctx.world_size / count.clamp(min=1))).sum().backward()
     return {k: v.detach().float() for k, v in sums.items()}
 
 

@@ -114,6 +114,14 @@ def test_regex_matching_no_module_is_refused(saved) -> None:
         ({"adapter_type": "moe_lora", "tau": math.nan}, "MoELoRAConfig.tau must be a finite number"),
         ({"adapter_type": "gara", "target_modules": 3}, "target_modules must be a regular expression"),
         ({"adapter_type": "full_finetune", "trainable": "[a-"}, "trainable '\\[a-' is not a valid"),
+        ({"adapter_type": "gara", "r_mid": [64, 32]}, "must grow strictly from r_low through r_mid"),
+        ({"adapter_type": "gara", "r_mid": [8]}, "must grow strictly from r_low through r_mid"),
+        ({"adapter_type": "gara", "r_mid": [300]}, "must grow strictly from r_low through r_mid"),
+        ({"adapter_type": "gara", "r_mid": 64}, "r_mid must be a list of ranks"),
+        ({"adapter_type": "gara", "r_mid": [0]}, "r_mid must be a list of ranks"),
+        ({"adapter_type": "gara", "r_mid": [64], "gating": "unified"}, "'unified' has one rank space"),
+        ({"adapter_type": "gara", "gate_pooling": "some"}, "gate_pooling must be one of valid, all"),
+        ({"adapter_type": "moe_lora", "gate_pooling": None}, "gate_pooling must be one of valid, all"),
     ],
 )
 def test_every_config_class_checks_its_numbers_and_patterns(data, message) -> None:
@@ -122,5 +130,11 @@ def test_every_config_class_checks_its_numbers_and_patterns(data, message) -> No
 
 
 def test_valid_configs_still_build() -> None:
-    for config in (GaRAConfig(), LoRAConfig(), MoELoRAConfig(), FullFinetuneConfig()):
+    for config in (
+        GaRAConfig(),
+        GaRAConfig(r_mid=(64, 128)),
+        LoRAConfig(),
+        MoELoRAConfig(),
+        FullFinetuneConfig(),
+    ):
         assert config_from_dict(config.to_dict()) == config

@@ -130,6 +130,41 @@ def test_ablation_switches(gating, has_space_gate, has_component_gates, ranks) -
         assert 0 < state.segment.sum() < 32
 
 
+@pytest.mark.parametrize("gating", ["gated", "space_only", "random"])
+def test_nested_hierarchies_choose_one_of_n_spaces(gating: str) -> None:
+    """Table 12's 3- and 4-level hierarchies: r_mid adds spaces; each row uses exactly one of them."""
+    layer = _layer(GaRALinear, GaRAConfig(r_low=2, r_mid=(4, 6), r_high=8, gating=gating))
+    assert layer.segment_ranks == (2, 4, 6, 8) and layer.lora_A.shape[0] == 20
+    if gating != "random":
+        assert layer.space_gate[-1].out_features == 4  # one score per space
+    x = torch.randn(64, 3, 12)
+    with torch.no_grad():
+        if gating != "random":  # spread the rows over the spaces
+            layer.space_gate[-1].weight.normal_(0, 3.0)
+        out = layer.eval()(x)
+        mask = layer.component_mask(x)
+    state = layer.gate_state
+    assert len(set(state.segment.tolist())) >= 3
+    for row in range(64):
+        cols = layer.segment_slices()[int(state.segment[row])]
+        outside = torch.ones(20, dtype=torch.bool)
+        outside[cols] = False
+        assert not mask[row, outside].any()  # no component of another space is on
+        assert int(mask[row].sum()) == int(state.active[row])
+    if gating != "random":  # (random gating draws anew in every call)
+        # Evaluation multiplies only the chosen space; the masked (fused-style) update is the same.
+        masked = layer.base(x) + layer.scale * layer._masked_delta(x, mask)
+        torch.testing.assert_close(out, masked, rtol=1e-5, atol=1e-6)
+
+
+def test_nested_hierarchy_trains_every_gate() -> None:
+    layer = _layer(GaRALinear, GaRAConfig(r_low=2, r_mid=(4,), r_high=8)).train()
+    layer(torch.randn(64, 4, 12)).square().sum().backward()
+    for name, param in layer.named_parameters():
+        if not name.startswith("base."):
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
 def test_lora_update_is_b_times_a() -> None:
     layer = _layer(LoRALinear, LoRAConfig(rank=5, scale=2.0))
     x = torch.randn(3, 7, 12)

@@ -36,7 +36,7 @@ def test_paper_recipe_for_vit_b() -> None:
         ("lora_r16_vit_b.yaml", LoRAConfig, lambda c, a: a.rank == 16),
         ("lora_r128_vit_b.yaml", LoRAConfig, lambda c, a: a.rank == 128),
         ("lora_r256_vit_b.yaml", LoRAConfig, lambda c, a: a.rank == 256),
-        ("moe_lora_vit_b.yaml", MoELoRAConfig, lambda c, a: a.expert_ranks == (16, 128, 256)),
+        ("moe_lora_vit_b.yaml", MoELoRAConfig, lambda c, a: a.expert_ranks == (2, 16, 128, 256)),
         ("gara_unified_vit_b.yaml", GaRAConfig, lambda c, a: a.gating == "unified"),
         ("gara_space_only_vit_b.yaml", GaRAConfig, lambda c, a: a.gating == "space_only"),
         ("gara_random_vit_b.yaml", GaRAConfig, lambda c, a: a.gating == "random"),

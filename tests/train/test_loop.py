@@ -75,9 +75,7 @@ def test_every_trainable_parameter_gets_a_gradient(make_config, adapter: list[st
     trainer = Trainer(make_config(*adapter), CPU)
     batch = next(iter(trainer.loader))
     trainer.sam.train()
-    device_batch = to_device(
-        batch, trainer.transform, trainer.dataset, "robustseg", "single_point", CPU.device
-    )
+    device_batch = to_device(batch, trainer.transform, "single_point", CPU.device)
     forward_backward(PromptedSam(trainer.sam), device_batch, trainer.weights, trainer.autocast, CPU)
     missing = [n for n, p in trainer.sam.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
@@ -229,9 +227,7 @@ def test_a_batch_without_objects_still_reaches_every_adapter(make_config) -> Non
     trainer = Trainer(make_config(), CPU)
     batch = next(iter(trainer.loader))
     trainer.sam.train()
-    device_batch = to_device(
-        batch, trainer.transform, trainer.dataset, "robustseg", "single_point", CPU.device
-    )
+    device_batch = to_device(batch, trainer.transform, "single_point", CPU.device)
     device_batch.groups, device_batch.num_objects = [], 0
     sums = forward_backward(PromptedSam(trainer.sam), device_batch, trainer.weights, trainer.autocast, CPU)
     assert sums["loss"].item() == 0.0
@@ -255,9 +251,7 @@ def test_fast_encoder_trains_like_the_reference(make_config, tmp_path: Path, che
         assert isinstance(trainer.sam.vision_encoder, FastSamVisionEncoder) == (fast == "true")
         batch = next(iter(trainer.loader))
         trainer.sam.train()
-        device_batch = to_device(
-            batch, trainer.transform, trainer.dataset, "robustseg", "single_point", CPU.device
-        )
+        device_batch = to_device(batch, trainer.transform, "single_point", CPU.device)
         torch.manual_seed(7)  # the same Gumbel noise for both encoders
         sums = forward_backward(
             PromptedSam(trainer.sam), device_batch, trainer.weights, trainer.autocast, CPU
