@@ -186,9 +186,12 @@ def test_one_vocabulary_with_the_former_names_kept(flag, tmp_path) -> None:
 
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)
-    args = parser.parse_args([flag, str(tmp_path), "--model-type", "vit_b", "--checkpoint", "w.pth"])
+    args = parser.parse_args(
+        [flag, str(tmp_path), "--model-type", "vit_b", "--checkpoint", "w.pth", "--init-adapters", "runs/a b"]
+    )
     overrides = train_cmd.overrides_from_args(args)
     assert f"output_dir='{tmp_path}'" in overrides
+    assert "model.init_adapters='runs/a b'" in overrides
     assert "model.model_type=vit_b" in overrides and "model.checkpoint='w.pth'" in overrides
     from garasam.eval import cmd as eval_cmd
 

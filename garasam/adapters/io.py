@@ -106,10 +106,7 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
     """Inject the adapters saved in `directory` into `model` and load their weights, in place."""
     directory = Path(directory)
     meta = read_adapter_config(directory)
-    try:
-        config = config_from_dict(_with_legacy_defaults(meta["adapter"]))
-    except (ConfigError, TypeError) as err:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
+    config = saved_adapter_config(directory, meta)
     _check_backbone(model, config, meta["backbone"], directory)
     _check_listed_targets(model, config, meta.get("target_modules"), directory)
     saved = read_adapter_weights(directory, meta)
@@ -133,6 +130,16 @@ def load_adapters(model: nn.Module, directory: str | os.PathLike, trainable: boo
         _fill(model, saved, weights, trainable)
     _warn_on_other_checkpoint(model, meta["backbone"], directory)
     return model
+
+
+def saved_adapter_config(directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> AdapterConfig:
+    """The config of the adapters saved in `directory` (errors name the file)."""
+    directory = Path(directory)
+    meta = read_adapter_config(directory) if meta is None else meta
+    try:
+        return config_from_dict(_with_legacy_defaults(meta["adapter"]))
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
 
 
 def _with_legacy_defaults(adapter: dict[str, Any]) -> dict[str, Any]:

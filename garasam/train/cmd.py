@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--checkpoint", help="SAM weights (model.checkpoint; default: the recipe's)")
     parser.add_argument(
+        "--init-adapters",
+        metavar="DIR",
+        help="start from these trained adapters (model.init_adapters; their config must be the run's)",
+    )
+    parser.add_argument(
         "--max-steps", type=positive_int, help="stop after this many steps (the lr decay scales along)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -63,6 +68,8 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         flags.append(f"model.model_type={args.model_type}")
     if args.checkpoint:
         flags.append(f"model.checkpoint={_yaml_str(args.checkpoint)}")
+    if args.init_adapters:
+        flags.append(f"model.init_adapters={_yaml_str(args.init_adapters)}")
     if args.max_steps is not None:
         flags.append(f"run.max_steps={args.max_steps}")
     if args.resume:

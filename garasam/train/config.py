@@ -60,6 +60,10 @@ class ModelSection(Section):
     checkpoint: str | None = (
         None  # SAM weights (Meta .pth, safetensors, HF folder); None = random / bundled tiny
     )
+    # Start from trained adapters (a folder save_adapters wrote) instead of fresh ones: fine-tuning,
+    # e.g. the paper's Table a4. Their config must be the run's `adapter` section; their backbone
+    # identity is checked against this model as on every load.
+    init_adapters: str | None = None
 
 
 class DataSection(Section):

@@ -271,6 +271,8 @@ class Trainer:
         workers = self.resources.workers
         # Fresh run, resume, or refuse: decided before anything expensive is built.
         resume_from = self._prepare_output()
+        if config.model.init_adapters is not None:
+            init_adapters_matching(config)  # a wrong folder is refused before the data is opened
 
         # Data (every rank opens the readers).
         self.data = open_training_data(config.data.train, config.data)
@@ -769,11 +771,31 @@ def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
             stacklevel=3,
         )
     sam = build_sam(config.model.model_type, config.model.checkpoint, device=device)
-    inject_adapters(sam, config.adapter_config())
+    if config.model.init_adapters is None:
+        inject_adapters(sam, config.adapter_config())
+    else:
+        load_adapters(sam, init_adapters_matching(config), trainable=True)
     apply_fast_encoder(sam, config.run.fast_encoder, config.run.precision)
     if config.run.activation_checkpointing:
         enable_activation_checkpointing(sam)
     return sam
+
+
+def init_adapters_matching(config: TrainConfig) -> Path:
+    """`model.init_adapters`, once its adapters are known to be the ones the run's recipe describes."""
+    from garasam.adapters.io import saved_adapter_config
+
+    directory = Path(config.model.init_adapters)
+    saved = saved_adapter_config(directory).to_dict()
+    wanted = config.adapter_config().to_dict()
+    differ = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
+    if differ:
+        details = "; ".join(f"{key}: saved {saved.get(key)!r}, run {wanted.get(key)!r}" for key in differ)
+        raise ConfigError(
+            f"model.init_adapters {directory}: these adapters differ from the run's adapter section "
+            f"({details}); set the adapter section to theirs (e.g. adapter.{differ[0]}=...)"
+        )
+    return directory
 
 
 def _ignore_signals(worker_id: int) -> None:

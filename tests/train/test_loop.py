@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from garasam.adapters import adapter_state_dict, load_adapters
-from garasam.errors import ConfigError, DataError
+from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import build_sam
 from garasam.models.fast import FastSamVisionEncoder
 from garasam.train import distributed, losses, train
@@ -101,6 +101,43 @@ def test_saved_adapters_load_for_inference(make_config, tmp_path: Path, tiny_che
     state = adapter_state_dict(model)
     assert saved.keys() == state.keys() == last.keys()
     assert all(torch.equal(state[k], saved[k]) and torch.equal(saved[k], last[k]) for k in saved)
+
+
+def test_init_adapters_continues_from_trained_adapters(make_config, tmp_path: Path) -> None:
+    """`--init-adapters` (the paper's Table a4 fine-tuning): the run starts from those weights."""
+    first = train(make_config("run.max_steps=2", output=tmp_path / "first"))
+    saved = load_file(str(first.adapters_dir / "adapter_model.safetensors"))
+    trainer = Trainer(
+        make_config(f"model.init_adapters={first.adapters_dir}", output=tmp_path / "second"), CPU
+    )
+    state = adapter_state_dict(trainer.sam)
+    assert state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+    assert trainer.params and all(p.requires_grad for p in trainer.params)
+    assert sum(p.numel() for p in trainer.params) == sum(v.numel() for v in saved.values())
+
+
+def test_init_adapters_of_another_recipe_are_refused_by_key(make_config, tmp_path: Path) -> None:
+    first = train(make_config("run.max_steps=1", output=tmp_path / "first"))
+    config = make_config(
+        f"model.init_adapters={first.adapters_dir}", "adapter.r_high=8", output=tmp_path / "second"
+    )
+    with pytest.raises(
+        ConfigError, match=r"differ from the run's adapter section \(r_high: saved 256, run 8\)"
+    ):
+        Trainer(config, CPU)
+    assert not (tmp_path / "second" / "checkpoints").exists()
+
+
+def test_init_adapters_missing_or_for_another_backbone_are_refused(make_config, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nowhere"):
+        Trainer(make_config(f"model.init_adapters={tmp_path / 'nowhere'}"), CPU)
+    first = train(make_config("run.max_steps=1", output=tmp_path / "first"))
+    meta_path = first.adapters_dir / "adapter_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["backbone"]["hidden_size"] = 768  # as if trained on ViT-B
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit this model: encoder width 768 in the file, 160"):
+        Trainer(make_config(f"model.init_adapters={first.adapters_dir}", output=tmp_path / "b"), CPU)
 
 
 def _nan_after(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
