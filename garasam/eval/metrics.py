@@ -14,6 +14,7 @@ boundary there); boundary IoU is the IoU of the two boundary regions.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -113,3 +114,42 @@ def mask_metrics(
         "pixel_acc": 1.0 - wrong.double() / float(height * width),
         "boundary_iou": _iou(mask_boundary(pred, d), gt_boundary),
     }
+
+
+# IoU thresholds of COCO's mask AP, 0.50:0.05:0.95.
+AP_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+
+
+def average_precision(
+    ious: Sequence[float] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    thresholds: Sequence[float] = AP_THRESHOLDS,
+) -> float:
+    """Mask AP of prompted predictions: one prediction per ground-truth object, ranked by its score.
+
+    Promptable segmentation has no false detections to find, so AP measures how well the model's own
+    confidence (SAM's predicted IoU) ranks its good masks above its bad ones: at each threshold t, the
+    predictions are sorted by score, one with IoU >= t is a true positive, and the precision-recall
+    curve (recall over all objects) is averaged at COCO's 101 recall points with COCO's interpolation;
+    the result is the mean over `thresholds`. Ties in score keep the objects' order.
+    """
+    ious = np.asarray(ious, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if ious.shape != scores.shape or ious.ndim != 1:
+        raise ValueError(f"need one score per IoU, got {ious.shape} and {scores.shape}")
+    if ious.size == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    ranked = ious[order]
+    recall_points = np.linspace(0.0, 1.0, 101)
+    values = []
+    for t in thresholds:
+        hits = np.cumsum(ranked >= t - 1e-12)
+        precision = hits / np.arange(1, ranked.size + 1)
+        recall = hits / ranked.size
+        precision = np.maximum.accumulate(precision[::-1])[::-1]  # COCO's interpolation
+        index = np.searchsorted(recall, recall_points, side="left")
+        values.append(
+            np.where(index < ranked.size, precision[np.minimum(index, ranked.size - 1)], 0.0).mean()
+        )
+    return float(np.mean(values))

@@ -36,7 +36,14 @@ from garasam.data.degradations import CLEAN, folder_name, get_degradation, get_s
 from garasam.data.prompts import Prompt, PromptKind, eval_prompt
 from garasam.data.transforms import SamTransform
 from garasam.errors import ConfigError, DataError
-from garasam.eval.metrics import DEFAULT_DILATION_RATIO, METRICS, boundary_width, mask_boundary, mask_metrics
+from garasam.eval.metrics import (
+    DEFAULT_DILATION_RATIO,
+    METRICS,
+    average_precision,
+    boundary_width,
+    mask_boundary,
+    mask_metrics,
+)
 from garasam.models.registry import model_type_of_config
 
 PROMPT_KINDS: tuple[PromptKind, ...] = ("point", "box")
@@ -72,20 +79,37 @@ class MetricSums:
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRICS, 0.0))
     count: int = 0
     objects: dict[str, tuple[float, ...]] = field(default_factory=dict)  # key -> one value per METRICS
+    predicted: dict[str, float] = field(default_factory=dict)  # key -> SAM's predicted IoU of the mask
 
-    def add(self, values: Mapping[str, torch.Tensor], keys: Sequence[str] = ()) -> None:
+    def add(
+        self,
+        values: Mapping[str, torch.Tensor],
+        keys: Sequence[str] = (),
+        predicted: torch.Tensor | None = None,
+    ) -> None:
         for name in METRICS:
             self.sums[name] += float(values[name].sum())
         self.count += int(values[METRICS[0]].numel())
         if keys:
             columns = torch.stack([values[name].float().flatten().cpu() for name in METRICS], 1).tolist()
             self.objects.update(zip(keys, map(tuple, columns), strict=True))
+            if predicted is not None:
+                self.predicted.update(zip(keys, predicted.float().flatten().cpu().tolist(), strict=True))
 
     def merge(self, other: MetricSums) -> None:
         for name in METRICS:
             self.sums[name] += other.sums[name]
         self.count += other.count
         self.objects.update(other.objects)
+        self.predicted.update(other.predicted)
+
+    def average_precision(self) -> float | None:
+        """Mask AP@[.50:.95] of the objects, ranked by SAM's predicted IoU (`metrics.average_precision`)."""
+        keys = [key for key in self.objects if key in self.predicted]
+        if not keys:
+            return None
+        column = METRICS.index("iou")
+        return average_precision([self.objects[k][column] for k in keys], [self.predicted[k] for k in keys])
 
     def means(self) -> dict[str, float] | None:
         """Mean of each metric over objects, or None when nothing was scored."""
@@ -189,6 +213,16 @@ class Results:
     def clear(self, model: str, prompt: str) -> dict[str, float] | None:
         return self.condition_mean(model, prompt, CLEAN_CONDITION)
 
+    def average_precision(self, model: str, prompt: str, conditions: Sequence[Condition]) -> float | None:
+        """Mean over `conditions` of each condition's mask AP (each degradation weighs the same)."""
+        values = [
+            ap
+            for c in conditions
+            if (sums := self.scores.get((model, c.degradation, c.severity, prompt))) is not None
+            and (ap := sums.average_precision()) is not None
+        ]
+        return sum(values) / len(values) if values else None
+
     def degrade(self, model: str, prompt: str, severity: int | None = None) -> dict[str, float] | None:
         """ "Degrade": the mean over the suite's degradations (and severities, or one `severity`)."""
         conditions = [c for c in self.degraded_conditions if severity is None or c.severity == severity]
@@ -244,6 +278,7 @@ class Results:
                         "severity": severity,
                         "prompt": prompt,
                         **dict(zip(METRICS, values, strict=True)),
+                        "predicted_iou": sums.predicted.get(key),
                     }
                 )
         return rows
@@ -499,8 +534,11 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # parallelism comes from the worker processes
 
 
-def _decode(model: nn.Module, embeddings: torch.Tensor, prompts: Sequence[Sequence[Prompt]]) -> torch.Tensor:
-    """Low-res logits [B, N, h, w]: N same-kind prompts for each of B image embeddings, one decoder call.
+def _decode(
+    model: nn.Module, embeddings: torch.Tensor, prompts: Sequence[Sequence[Prompt]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-res logits [B, N, h, w] and SAM's predicted IoU [B, N] of each: N same-kind prompts for each
+    of B image embeddings, one decoder call.
 
     Boxes use `multimask_output=False`; a single point is ambiguous, so points use the multimask
     output and keep the mask with the highest predicted IoU (SAM's recommendation).
@@ -513,7 +551,7 @@ def _decode(model: nn.Module, embeddings: torch.Tensor, prompts: Sequence[Sequen
             input_boxes=torch.from_numpy(boxes).float().to(device),
             multimask_output=False,
         )
-        return out.pred_masks[:, :, 0]
+        return out.pred_masks[:, :, 0], out.iou_scores[:, :, 0]
     points = np.stack([np.stack([p.points for p in view]) for view in prompts])
     labels = np.stack([np.stack([p.labels for p in view]) for view in prompts])
     out = model(
@@ -522,9 +560,10 @@ def _decode(model: nn.Module, embeddings: torch.Tensor, prompts: Sequence[Sequen
         input_labels=torch.from_numpy(labels).to(device),
         multimask_output=True,
     )
-    best = out.iou_scores.argmax(-1)[..., None, None, None]  # [B, N, 1, 1, 1]
+    best = out.iou_scores.argmax(-1)  # [B, N]
     masks = out.pred_masks
-    return masks.gather(2, best.expand(-1, -1, 1, *masks.shape[-2:]))[:, :, 0]
+    chosen = masks.gather(2, best[..., None, None, None].expand(-1, -1, 1, *masks.shape[-2:]))[:, :, 0]
+    return chosen, out.iou_scores.gather(2, best[..., None])[..., 0]
 
 
 def predict_masks(
@@ -534,8 +573,9 @@ def predict_masks(
     input_size: tuple[int, int],
     original_size: tuple[int, int],
     transform: SamTransform,
-) -> torch.Tensor:
-    """Binary masks [B, N, H, W] at the original size, thresholded at logit 0.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary masks [B, N, H, W] at the original size, thresholded at logit 0, and SAM's predicted IoU
+    [B, N] of each.
 
     `embeddings` [B, ...] are B views of one size with N input-frame prompts of one kind each. The
     decoder sees up to MAX_PROMPTS_PER_CALL prompts per call: several views at once when they have
@@ -544,16 +584,18 @@ def predict_masks(
     count = len(prompts[0])
     views_per_call = max(1, MAX_PROMPTS_PER_CALL // count)
     prompts_per_call = min(count, MAX_PROMPTS_PER_CALL)
-    results = []
+    results, predicted = [], []
     for v in range(0, len(prompts), views_per_call):
-        slices = []
+        slices, scores = [], []
         for p in range(0, count, prompts_per_call):
             part = [view[p : p + prompts_per_call] for view in prompts[v : v + views_per_call]]
-            logits = _decode(model, embeddings[v : v + views_per_call], part)
+            logits, iou = _decode(model, embeddings[v : v + views_per_call], part)
             with torch.autocast(embeddings.device.type, enabled=False):  # upsample in float32
                 slices.append(transform.postprocess_masks(logits.float(), input_size, original_size) > 0)
+            scores.append(iou.float())
         results.append(torch.cat(slices, dim=1))
-    return torch.cat(results)
+        predicted.append(torch.cat(scores, dim=1))
+    return torch.cat(results), torch.cat(predicted)
 
 
 def _decoder_groups(views: Sequence[View], kind: str) -> list[list[int]]:
@@ -601,7 +643,7 @@ def _score_views(
             for group in _decoder_groups(views, kind):
                 first = views[group[0]]
                 with autocast:
-                    predictions = predict_masks(
+                    predictions, predicted = predict_masks(
                         model,
                         embeddings[group],
                         [views[j].sam_prompts[kind] for j in group],
@@ -609,11 +651,13 @@ def _score_views(
                         first.original_size,
                         transform,
                     )
-                for j, pred in zip(group, predictions, strict=True):
+                for j, pred, confidence in zip(group, predictions, predicted, strict=True):
                     condition = views[j].condition
                     values = mask_metrics(pred, truths[j], dilation_ratio, boundaries[j])
                     keys = [f"{item.image_id}/{index}" for index in views[j].object_ids]
-                    scores[(name, condition.degradation, condition.severity, kind)].add(values, keys)
+                    scores[(name, condition.degradation, condition.severity, kind)].add(
+                        values, keys, confidence
+                    )
                     example = examples.get((j, kind))
                     if example is not None:
                         example.predictions[name] = pred.cpu().numpy()

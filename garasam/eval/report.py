@@ -25,7 +25,16 @@ MAX_LISTED_PROBLEMS = 50  # skipped items listed in summary.md; results.json has
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = ("model", "dataset", "degradation", "severity", "prompt", *METRICS, "count")
-OBJECT_COLUMNS = ("model", "image_id", "object", "degradation", "severity", "prompt", *METRICS)
+OBJECT_COLUMNS = (
+    "model",
+    "image_id",
+    "object",
+    "degradation",
+    "severity",
+    "prompt",
+    *METRICS,
+    "predicted_iou",  # SAM's own IoU estimate of the mask: the ranking score of the AP
+)
 
 
 def results_dict(results: Results) -> dict[str, Any]:
@@ -44,6 +53,10 @@ def results_dict(results: Results) -> dict[str, Any]:
                 ),
                 "per_degradation": {
                     name: results.per_degradation(model, prompt, name) for name in results.degradation_names
+                },
+                "average_precision": {
+                    "clear": results.average_precision(model, prompt, [CLEAN_CONDITION]),
+                    "degrade": results.average_precision(model, prompt, degraded),
                 },
             }
             if len(results.severities) > 1:
@@ -104,6 +117,10 @@ def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
 
 def _pct(means: dict[str, float] | None, metric: str) -> str:
     return "n/a" if means is None else f"{100.0 * means[metric]:.1f}"
+
+
+def _ap(value: float | None) -> str:
+    return "n/a" if value is None else f"{100.0 * value:.1f}"
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -197,6 +214,28 @@ def summary_markdown(results: Results) -> str:
             ]
         )
     rows.append(["**Degrade**", *(f"**{_pct(results.degrade(m, p), 'iou')}**" for m, p in columns)])
+    lines += _table(header, rows)
+
+    lines += [
+        "",
+        "## Average precision",
+        "",
+        "Mask AP@[.50:.95] in %, each object's mask ranked by SAM's predicted IoU (the metric the paper "
+        "reports for ISIC, Table a2; docs/eval.md).",
+        "",
+    ]
+    header = ["model", *(f"{prompt} {split} AP" for prompt in results.prompts for split in ("degr", "clear"))]
+    rows = [
+        [
+            model,
+            *(
+                _ap(results.average_precision(model, prompt, conditions))
+                for prompt in results.prompts
+                for conditions in (degraded, [CLEAN_CONDITION])
+            ),
+        ]
+        for model in results.model_names
+    ]
     lines += _table(header, rows)
 
     if len(severities) > 1:

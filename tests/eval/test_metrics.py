@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from garasam.eval.metrics import boundary_width, erode, mask_boundary, mask_metrics
+from garasam.eval.metrics import average_precision, boundary_width, erode, mask_boundary, mask_metrics
 
 
 def square(size: int = 64, top: int = 10, left: int = 10, side: int = 20) -> np.ndarray:
@@ -132,3 +132,24 @@ def test_metrics_are_per_object_and_reject_mismatched_shapes() -> None:
     assert all(not math.isnan(v) for values in result.values() for v in values.tolist())
     with pytest.raises(ValueError, match="differ in shape"):
         mask_metrics(pred[:, :32], gt)
+
+
+def test_average_precision_by_hand() -> None:
+    """Three objects ranked 0.9 > 0.8 > 0.3 by score: at IoU thresholds 0.50-0.80 the two first are
+    hits (precision 1 up to recall 2/3: 67 of COCO's 101 recall points), at 0.85-0.90 only the first
+    (34 points), at 0.95 none."""
+    expected = (7 * 67 / 101 + 2 * 34 / 101) / 10
+    assert average_precision([0.9, 0.8, 0.3], [0.9, 0.8, 0.1]) == pytest.approx(expected)
+
+
+def test_average_precision_rewards_a_score_that_ranks_good_masks_first() -> None:
+    ious = [0.95, 0.9, 0.6, 0.2]
+    assert average_precision(ious, [4, 3, 2, 1]) > average_precision(ious, [1, 2, 3, 4])
+    assert average_precision([1.0, 1.0], [0.0, 0.0]) == 1.0  # every mask perfect: AP 1 whatever the scores
+    assert average_precision([0.4, 0.3], [1.0, 0.5]) == 0.0  # no mask reaches IoU 0.5
+
+
+def test_average_precision_checks_its_inputs() -> None:
+    assert math.isnan(average_precision([], []))
+    with pytest.raises(ValueError, match="one score per IoU"):
+        average_precision([0.5, 0.6], [1.0])

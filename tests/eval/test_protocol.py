@@ -14,6 +14,7 @@ from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters
 from garasam.data.degradations import get_degradation, seed_for
 from garasam.data.readers import open_dataset, save_masks
 from garasam.errors import ConfigError
+from garasam.eval.metrics import average_precision
 from garasam.eval.protocol import CLEAN_CONDITION, Condition, evaluate, plan_conditions
 from tests.eval.conftest import DEGRADATIONS, tiny_sam
 
@@ -194,3 +195,10 @@ def test_per_object_scores_add_up_to_the_sums_and_name_the_clean_object(samples)
     rows = results.object_rows()
     assert len(rows) == sum(s.count for s in results.scores.values())
     assert {r["prompt"] for r in rows} == {"box", "point"} and all(0 <= r["iou"] <= 1 for r in rows)
+    # SAM's predicted IoU of every scored mask: the AP's ranking score
+    assert all(sums.predicted.keys() == sums.objects.keys() for sums in results.scores.values())
+    assert all(isinstance(r["predicted_iou"], float) for r in rows)
+    clean = results.scores[("frozen", "clean", 0, "box")]
+    keys = list(clean.objects)
+    expected = average_precision([clean.objects[k][0] for k in keys], [clean.predicted[k] for k in keys])
+    assert results.average_precision("frozen", "box", [CLEAN_CONDITION]) == pytest.approx(expected)

@@ -70,6 +70,8 @@ def test_results_json_has_every_number_config_identity_and_versions(report) -> N
     assert box["clear"]["count"] == objects and box["degrade"]["count"] == 2 * objects
     assert box["degrade"]["iou"] == pytest.approx(results.degrade("gara", "box")["iou"])
     assert set(box["per_degradation"]) == set(DEGRADATIONS)
+    ap = box["average_precision"]
+    assert 0.0 <= ap["clear"] <= 1.0 and 0.0 <= ap["degrade"] <= 1.0
     gates = [g for g in data["gates"] if g["model"] == "gara"]
     assert len(gates) == 6 * 3 and not [g for g in data["gates"] if g["model"] == "frozen"]
 
@@ -90,7 +92,7 @@ def test_results_csv_has_one_row_per_model_condition_and_prompt(report) -> None:
 def test_summary_has_the_paper_layout_and_a_per_degradation_table(report) -> None:
     out, results = report
     tables = markdown_tables((out / "summary.md").read_text())
-    headline, _, per_degradation, models = tables
+    headline, _, per_degradation, ap, models = tables
     assert headline[0] == [
         "model",
         *(
