@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corrupt": ("garasam.data.corrupt", "write a degraded dataset in the Robust-Seg layout"),
     "train": ("garasam.train.cmd", "train adapters on a frozen SAM"),
     "eval": ("garasam.eval.cmd", "robustness evaluation per degradation, with tables and plots"),
+    "oracle": (
+        "garasam.eval.oracle",
+        "Oracle-Corrupt and Oracle-Instance over several models (paper Fig. 2b)",
+    ),
     "predict": ("garasam.predict.cmd", "prompted or automatic masks for images"),
     "serve": ("garasam.predict.web", "web page comparing SAM and GaRA-SAM"),
     "study": (

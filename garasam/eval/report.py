@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from garasam.errors import DataError
 from garasam.eval.metrics import METRIC_LABELS, METRICS
 from garasam.eval.protocol import CLEAN_CONDITION, Results
 from garasam.io import atomic_write_text
@@ -106,6 +107,29 @@ def objects_csv(results: Results) -> str:
     return _csv(OBJECT_COLUMNS, results.object_rows())
 
 
+def read_objects_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of an objects.csv that `garasam eval` wrote; anything else is refused by name."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read it as an objects.csv ({err})") from None
+    missing = [
+        c
+        for c in ("model", "image_id", "object", "degradation", "severity", "prompt", "iou")
+        if c not in header
+    ]
+    if missing:
+        raise DataError(
+            f"{path}: not an objects.csv of garasam eval (no column {', '.join(missing)}); "
+            "pass the objects.csv an evaluation folder holds"
+        )
+    return rows
+
+
 def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
@@ -123,13 +147,13 @@ def _ap(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}"
 
 
-def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+def table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
     """A markdown table; the first `text_columns` columns are left-aligned, the numbers right-aligned."""
     rule = ["---" if i < text_columns else "---:" for i in range(len(header))]
     return [f"| {' | '.join(line)} |" for line in (header, rule, *rows)]
 
 
-def headline_table(results: Results) -> list[str]:
+def headlinetable(results: Results) -> list[str]:
     """The paper's layout: rows = models; columns = prompt x degraded / clear x IoU / Dice (in %)."""
     header = ["model"]
     for prompt in results.prompts:
@@ -141,7 +165,7 @@ def headline_table(results: Results) -> list[str]:
             degr, clear = results.degrade(model, prompt), results.clear(model, prompt)
             row += [_pct(degr, "iou"), _pct(degr, "dice"), _pct(clear, "iou"), _pct(clear, "dice")]
         rows.append(row)
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def summary_markdown(results: Results) -> str:
@@ -187,7 +211,7 @@ def summary_markdown(results: Results) -> str:
                 "",
             ]
     lines += ["## Headline (paper layout)", ""]
-    lines += headline_table(results)
+    lines += headlinetable(results)
 
     lines += ["", "## All metrics", ""]
     header = ["model", "prompt", "split", *(METRIC_LABELS[m] for m in METRICS), "objects"]
@@ -200,7 +224,7 @@ def summary_markdown(results: Results) -> str:
             ):
                 count = results.count(model, prompt, conditions)
                 rows.append([model, prompt, split, *(_pct(means, m) for m in METRICS), str(count)])
-    lines += _table(header, rows, text_columns=3)
+    lines += table(header, rows, text_columns=3)
 
     columns = [(model, prompt) for model in results.model_names for prompt in results.prompts]
     lines += ["", "## IoU per degradation", ""]
@@ -214,7 +238,7 @@ def summary_markdown(results: Results) -> str:
             ]
         )
     rows.append(["**Degrade**", *(f"**{_pct(results.degrade(m, p), 'iou')}**" for m, p in columns)])
-    lines += _table(header, rows)
+    lines += table(header, rows)
 
     lines += [
         "",
@@ -236,14 +260,14 @@ def summary_markdown(results: Results) -> str:
         ]
         for model in results.model_names
     ]
-    lines += _table(header, rows)
+    lines += table(header, rows)
 
     if len(severities) > 1:
         lines += ["", "## Degrade IoU per severity", ""]
         header = ["severity", *(f"{model} {prompt}" for model, prompt in columns)]
         rows = [["0 (clean)", *(_pct(results.clear(m, p), "iou") for m, p in columns)]]
         rows += [[str(s), *(_pct(results.degrade(m, p, s), "iou") for m, p in columns)] for s in severities]
-        lines += _table(header, rows)
+        lines += table(header, rows)
 
     lines += ["", "## Models", ""]
     rows = []
@@ -261,7 +285,7 @@ def summary_markdown(results: Results) -> str:
                 str(identity.get("adapters_dir") or "-"),
             ]
         )
-    lines += _table(
+    lines += table(
         ["model", "adapter", "backbone", "adapter params", "adapters folder"], rows, text_columns=3
     )
     if results.problems:

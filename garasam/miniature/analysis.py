@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, Scores, stack_scores
 from garasam.miniature.plan import BASELINES, VARIANT_OF, StudyPlan
-from garasam.miniature.runner import read_objects, run_name
+from garasam.miniature.runner import run_name
 
 PROMPTS = ("point", "box")
 METRICS = ("iou", "dice")
@@ -45,7 +46,7 @@ class _TestSet:
     """Per-object scores of every arm on one test set and prompt, with one shared bootstrap."""
 
     def __init__(self, folder: Path, prompt: str, plan: StudyPlan) -> None:
-        rows = [r for r in read_objects(folder / "objects.csv") if r["prompt"] == prompt]
+        rows = [r for r in read_objects_csv(folder / "objects.csv") if r["prompt"] == prompt]
         self.conditions = [
             "clean",
             *dict.fromkeys(r["degradation"] for r in rows if r["degradation"] != "clean"),

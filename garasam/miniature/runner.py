@@ -9,7 +9,6 @@ would run them; the runner only fixes their settings (garasam.miniature.plan).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import asdict
@@ -173,9 +172,3 @@ def evaluate_all(
         dataset_name=spec,
     )
     write_report(results, out)
-
-
-def read_objects(path: Path) -> list[dict[str, str]]:
-    """Rows of an evaluation's objects.csv."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
