@@ -270,25 +270,7 @@ def load_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if loaded is None or loaded == {}:
-            raise ConfigError(
-                f"{path}: the config is empty; a recipe names at least its model and adapter "
-                "(see configs/*.yaml), or leave out --config for the built-in ViT-B recipe"
-            )
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of sections (model:, adapter:, ...) at the top level, "
-                f"got a {type(loaded).__name__}"
-            )
-        data = loaded
+        data = read_recipe(Path(path))
         validate(data, source)
     set_keys: dict[str, str] = {}
     for item in overrides:
@@ -310,6 +292,67 @@ def load_config(
         _set_dotted(data, key, value, item)
         set_keys[key] = item
     return validate(data, source, set_keys)
+
+
+MAX_BASE_DEPTH = 8  # recipes inheriting from recipes: deeper chains are a mistake, not a design
+
+
+def read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's sections, merged over those of the recipe its `base:` key names (a path relative to
+    the recipe's own folder), so a variant states only what it changes. Errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        named = f" (the base of {chain[-1]})" if chain else ""
+        raise ConfigError(f"{path}{named}: cannot read config ({err.strerror or err})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if loaded is None or loaded == {}:
+        raise ConfigError(
+            f"{path}: the config is empty; a recipe names at least its model and adapter "
+            "(see configs/*.yaml), or leave out --config for the built-in ViT-B recipe"
+        )
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (model:, adapter:, ...) at the top level, "
+            f"got a {type(loaded).__name__}"
+        )
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: must be the path of another recipe, got {base!r}")
+    parent = (path.parent / base).resolve()
+    if parent in chain or parent == path.resolve():
+        raise ConfigError(
+            f"{path}: base: {base} leads back to itself ({' -> '.join(map(str, (*chain, path)))})"
+        )
+    if len(chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"{path}: more than {MAX_BASE_DEPTH} recipes chained by base:")
+    return merge_sections(read_recipe(parent, (*chain, path.resolve())), loaded)
+
+
+def merge_sections(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section; an adapter section of another adapter type replaces the
+    base's (its keys would not apply), as `adapter.adapter_type=...` does on the command line."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        other_adapter = (
+            key == "adapter"
+            and isinstance(value, dict)
+            and isinstance(below, dict)
+            and value.get("adapter_type", "gara") != below.get("adapter_type", "gara")
+        )
+        if other_adapter:
+            merged[key] = value
+            continue
+        merged[key] = (
+            merge_sections(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+        )
+    return merged
 
 
 def validate(

@@ -56,6 +56,37 @@ def test_every_shipped_recipe_is_tested() -> None:
     assert len(list(CONFIGS.glob("*.yaml"))) == 12
 
 
+def test_a_recipe_inherits_from_its_base_and_changes_only_what_it_names(tmp_path: Path) -> None:
+    (tmp_path / "parent.yaml").write_text(
+        "model: {model_type: tiny}\nadapter: {adapter_type: gara, r_high: 32}\noptim: {lr: 0.5, weight_decay: 0.25}\n"
+    )
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(
+        "base: ../parent.yaml\noptim: {lr: 0.125}\nadapter: {tau: 2.0}\n"
+    )
+    (tmp_path / "other.yaml").write_text("base: parent.yaml\nadapter: {adapter_type: lora, rank: 4}\n")
+    child = load_config(tmp_path / "sub" / "child.yaml")
+    assert (child.optim.lr, child.optim.weight_decay, child.model.model_type) == (0.125, 0.25, "tiny")
+    adapter = child.adapter_config()
+    assert isinstance(adapter, GaRAConfig) and (adapter.r_high, adapter.tau) == (32, 2.0)
+    other = load_config(tmp_path / "other.yaml")  # another adapter type: the base's keys do not apply
+    assert isinstance(other.adapter_config(), LoRAConfig) and other.adapter_config().rank == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base: missing.yaml\n", r"missing.yaml \(the base of"),
+        ("base: a.yaml\n", "leads back to itself"),
+        ("base: [x]\n", "base: must be the path of another recipe"),
+    ],
+)
+def test_bad_base_keys_name_the_file(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "a.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "a.yaml")
+
+
 def test_typo_in_a_recipe_names_the_key_and_the_file(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("optim:\n  lrr: 1.0e-3\n")
