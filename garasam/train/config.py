@@ -344,7 +344,8 @@ def merge_sections(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
             key == "adapter"
             and isinstance(value, dict)
             and isinstance(below, dict)
-            and value.get("adapter_type", "gara") != below.get("adapter_type", "gara")
+            and "adapter_type" in value
+            and value["adapter_type"] != below.get("adapter_type", "gara")
         )
         if other_adapter:
             merged[key] = value

@@ -65,12 +65,15 @@ def test_a_recipe_inherits_from_its_base_and_changes_only_what_it_names(tmp_path
         "base: ../parent.yaml\noptim: {lr: 0.125}\nadapter: {tau: 2.0}\n"
     )
     (tmp_path / "other.yaml").write_text("base: parent.yaml\nadapter: {adapter_type: lora, rank: 4}\n")
+    (tmp_path / "third.yaml").write_text("base: other.yaml\nadapter: {scale: 0.5}\n")
     child = load_config(tmp_path / "sub" / "child.yaml")
     assert (child.optim.lr, child.optim.weight_decay, child.model.model_type) == (0.125, 0.25, "tiny")
     adapter = child.adapter_config()
     assert isinstance(adapter, GaRAConfig) and (adapter.r_high, adapter.tau) == (32, 2.0)
     other = load_config(tmp_path / "other.yaml")  # another adapter type: the base's keys do not apply
     assert isinstance(other.adapter_config(), LoRAConfig) and other.adapter_config().rank == 4
+    third = load_config(tmp_path / "third.yaml").adapter_config()  # no adapter_type: the base's, kept
+    assert isinstance(third, LoRAConfig) and (third.rank, third.scale) == (4, 0.5)
 
 
 @pytest.mark.parametrize(
