@@ -69,7 +69,6 @@ from garasam.adapters import (  # noqa: E402
     inject_adapters,
 )
 from garasam.adapters.config import AdapterConfig  # noqa: E402
-from garasam.adapters.gates import pool_tokens  # noqa: E402
 from garasam.models import MODEL_TYPES, build_sam, sam_config  # noqa: E402
 from garasam.models.fast import ATTENTION, attention_kinds, optimize_sam  # noqa: E402
 
@@ -261,7 +260,7 @@ def calibrate_space_gates(model: nn.Module, pixel_values: torch.Tensor, high_fra
     """
 
     def shift(layer: GaRALinear, args: tuple[torch.Tensor, ...]) -> None:
-        pooled = pool_tokens(args[0]).to(layer.space_gate[-1].weight.dtype)
+        pooled = layer._gate_input(args[0], layer.space_gate)  # what the gate sees: valid tokens only
         logits = layer.space_gate(pooled).squeeze(-1).float().sort().values
         rows = logits.numel()
         high = round(rows * high_fraction)
@@ -276,7 +275,10 @@ def calibrate_space_gates(model: nn.Module, pixel_values: torch.Tensor, high_fra
     handles = [
         layer.register_forward_pre_hook(shift)
         for layer in adapter_layers(model).values()
-        if isinstance(layer, GaRALinear) and layer.space_gate is not None
+        # the two-space sigmoid gate; a gate choosing among three or more spaces is left as drawn
+        if isinstance(layer, GaRALinear)
+        and layer.space_gate is not None
+        and layer.space_gate[-1].out_features == 1
     ]
     try:
         with torch.no_grad():

@@ -153,7 +153,7 @@ def table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> li
     return [f"| {' | '.join(line)} |" for line in (header, rule, *rows)]
 
 
-def headlinetable(results: Results) -> list[str]:
+def headline_table(results: Results) -> list[str]:
     """The paper's layout: rows = models; columns = prompt x degraded / clear x IoU / Dice (in %)."""
     header = ["model"]
     for prompt in results.prompts:
@@ -211,7 +211,7 @@ def summary_markdown(results: Results) -> str:
                 "",
             ]
     lines += ["## Headline (paper layout)", ""]
-    lines += headlinetable(results)
+    lines += headline_table(results)
 
     lines += ["", "## All metrics", ""]
     header = ["model", "prompt", "split", *(METRIC_LABELS[m] for m in METRICS), "objects"]

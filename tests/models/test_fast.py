@@ -36,6 +36,7 @@ BF16_TOLERANCE = 4e-2
 ADAPTERS = {
     "frozen": None,
     "gara": GaRAConfig(),
+    "gara_3level": GaRAConfig(r_mid=(64,)),  # the paper's Table 12 hierarchy: a softmax space gate
     "lora": LoRAConfig(rank=16),
     "moe_lora": MoELoRAConfig(),
 }
