@@ -17,6 +17,7 @@ from garasam.errors import GarasamError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("garasam.demo", "miniature GaRA-SAM reproduction on the bundled tiny SAM (no downloads)"),
     "synth": ("garasam.data.synth_cmd", "write synthetic scenes in the Robust-Seg layout"),
+    "prepare": ("garasam.data.prepare.cmd", "the paper's datasets from their official downloads (offline)"),
     "corrupt": ("garasam.data.corrupt", "write a degraded dataset in the Robust-Seg layout"),
     "train": ("garasam.train.cmd", "train adapters on a frozen SAM"),
     "eval": ("garasam.eval.cmd", "robustness evaluation per degradation, with tables and plots"),

@@ -38,3 +38,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temp_files(root: str | os.PathLike) -> None:
+    """Temp files a killed run left behind under `root` (`.<name>.<random>.tmp`, see atomic_path)."""
+    for dirpath, _, filenames in os.walk(root):
+        for filename in filenames:
+            if filename.startswith(".") and filename.endswith(".tmp"):
+                Path(dirpath, filename).unlink(missing_ok=True)

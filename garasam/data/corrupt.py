@@ -36,7 +36,7 @@ from garasam.data.readers import (
     save_masks,
 )
 from garasam.errors import ConfigError, DataError
-from garasam.io import atomic_write_text
+from garasam.io import atomic_write_text, remove_stale_temp_files
 
 MANIFEST = "corrupt.json"
 
@@ -238,13 +238,6 @@ def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
-def _remove_stale_temp_files(out: Path) -> None:
-    """Temp files of a killed run (`.<name>.<random>.tmp`, see garasam.io.atomic_path) are garbage."""
-    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
-        for path in folder.glob(".*.tmp"):
-            path.unlink(missing_ok=True)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list_suites()
@@ -266,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, {"suite": args.suite, "seed": args.seed, "data": args.data})
-    _remove_stale_temp_files(out)
+    remove_stale_temp_files(out)
 
     pending = [
         i

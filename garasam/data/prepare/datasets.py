@@ -1,0 +1,302 @@
+"""What each dataset's official download looks like, and where its files go in our reader layouts.
+
+A dataset's `plan` looks at the user's sources (`SourceTree`) and returns the files to write: one
+`Item` per image (its masks first, the image last, so a present image means a finished item), the
+annotation files to copy once, and the reader spec that reads the result. Converting copies bytes
+as they are (no re-encoding); every image and mask is decoded once on the way to catch damaged
+members, which are skipped and listed in the manifest (or stop the run with `--strict`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from garasam.data.prepare.archives import SourceTree
+from garasam.errors import DataError
+
+
+@dataclass(frozen=True)
+class Step:
+    """Write `member` of the sources to `target` (a path relative to the output), checked as `kind`."""
+
+    kind: str  # "image", "mask_png", "masks_npy"
+    member: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image with its annotation files; done when its last target exists."""
+
+    split: str
+    steps: tuple[Step, ...]
+
+
+@dataclass
+class Plan:
+    items: list[Item] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # target -> content, written once (JSON)
+    readers: dict[str, str] = field(default_factory=dict)  # split -> reader spec; {out} = the output folder
+    skipped: list[str] = field(default_factory=list)  # what the sources lack, item by item
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    urls: tuple[str, ...]  # where the user downloads it (pages, not fetched by us)
+    files: tuple[str, ...]  # the archives to pass to --src
+    plan: Callable[[SourceTree, Sequence[str] | None], Plan]
+
+
+def _split_of(tree: SourceTree, name: str, above: str, known: Sequence[str]) -> str | None:
+    """The split of a member: the folder above `above/` inside its source, else the folder holding
+    the source archive, when either is one of `known`."""
+    parts = PurePosixPath(name).parts
+    if above in parts:
+        index = parts.index(above)
+        if index > 0 and parts[index - 1] in known:
+            return parts[index - 1]
+    holder = tree.members[name].path
+    candidate = holder.parent.name if tree.members[name].in_zip else None
+    return candidate if candidate in known else None
+
+
+def _wanted(split: str, splits: Sequence[str] | None) -> bool:
+    return splits is None or split in splits
+
+
+def plan_robust_seg(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """RobustSAM's release: per split `clear.zip` (clear/<id>.jpg) and `masks.zip` (masks/<id>.npy)."""
+    known = ("train", "val", "test", "coco", "lvis")
+    pairs: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for kind, pattern, folder in (("image", "**/clear/*.jpg", "clear"), ("masks", "**/masks/*.npy", "masks")):
+        for name in tree.find(pattern):
+            split = (splits[0] if splits and len(splits) == 1 else None) or _split_of(
+                tree, name, folder, known
+            )
+            pairs[(split or "all", PurePosixPath(name).stem)][kind] = name
+    plan = Plan()
+    for (split, stem), found in sorted(pairs.items()):
+        if not _wanted(split, splits):
+            continue
+        if "image" not in found or "masks" not in found:
+            missing = "masks/" + stem + ".npy" if "image" in found else "clear/" + stem + ".jpg"
+            plan.skipped.append(f"{split}/{stem}: {missing} is not in the sources")
+            continue
+        plan.items.append(
+            Item(
+                split,
+                (
+                    Step("masks_npy", found["masks"], f"{split}/masks/{stem}.npy"),
+                    Step("image", found["image"], f"{split}/clear/{stem}.jpg"),
+                ),
+            )
+        )
+        plan.readers[split] = "robustseg:{out}/" + split
+    return plan
+
+
+def _coco_like(
+    tree: SourceTree, splits: Sequence[str] | None, pattern: str, split_of: Callable[[str], str]
+) -> Plan:
+    """COCO-format annotations (COCO, LVIS): each listed image is looked up under the folder its
+    `coco_url` (or the split's `<split>2017/`) names; the JSON is copied beside as `annotations/`."""
+    by_folder: dict[tuple[str, str], str] = {}
+    for name in tree.find("**/*2017/*.jpg"):
+        path = PurePosixPath(name)
+        by_folder.setdefault((path.parent.name, path.name), name)
+    plan = Plan()
+    for name in tree.find(pattern):
+        split = split_of(PurePosixPath(name).name)
+        if not _wanted(split, splits):
+            continue
+        raw = tree.read(name)
+        try:
+            data = json.loads(raw)
+            images = data["images"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{name}: not a COCO-format annotation file (no 'images' list)") from None
+        listed = []
+        for image in images:
+            url = str(image.get("coco_url") or "")
+            folder = PurePosixPath(url).parent.name if url else f"{split}2017"
+            file_name = PurePosixPath(url).name if url else str(image.get("file_name"))
+            listed.append((folder, file_name))
+        present = [key for key in listed if key in by_folder]
+        if not present:
+            folders = sorted({folder for folder, _ in listed})
+            plan.skipped.append(
+                f"{PurePosixPath(name).name}: none of its {len(listed)} images is in the sources "
+                f"(expected under {', '.join(f + '/' for f in folders)}); add the image archive(s)"
+            )
+            continue
+        missing = [key for key in listed if key not in by_folder]
+        if missing:
+            folder, file_name = missing[0]
+            raise DataError(
+                f"incomplete sources: {folder}/{file_name} is missing ({len(missing)} of the {len(listed)} "
+                f"images {PurePosixPath(name).name} lists); is an image archive truncated or missing?"
+            )
+        target = f"annotations/{PurePosixPath(name).name}"
+        plan.files[target] = raw
+        folders = {folder for folder, _ in listed}
+        only = f"?images={{out}}/{next(iter(folders))}" if len(folders) == 1 else ""  # no coco_url needed
+        plan.readers[split] = "coco:{out}/" + target + only
+        for folder, file_name in dict.fromkeys(listed):
+            plan.items.append(
+                Item(split, (Step("image", by_folder[(folder, file_name)], f"{folder}/{file_name}"),))
+            )
+    return plan
+
+
+def plan_coco(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    return _coco_like(
+        tree,
+        splits,
+        "**/instances_*2017.json",
+        lambda n: n.removeprefix("instances_").removesuffix("2017.json"),
+    )
+
+
+def plan_lvis(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    return _coco_like(
+        tree, splits, "**/lvis_v1_*.json", lambda n: n.removeprefix("lvis_v1_").removesuffix(".json")
+    )
+
+
+def _pairs(
+    tree: SourceTree, images: str, masks: str, split_for: Callable[[str], str | None], plan: Plan, out: str
+) -> None:
+    """Image + PNG mask pairs by file stem into `<split>/images/` and `<split>/masks/` (folder reader)."""
+    mask_by_stem = {PurePosixPath(n).stem: n for n in tree.find(masks)}
+    for name in tree.find(images):
+        stem = PurePosixPath(name).stem
+        split = split_for(stem)
+        if split is None:
+            continue
+        mask = mask_by_stem.get(stem)
+        if mask is None:
+            plan.skipped.append(f"{name}: no mask {stem}.png in the sources")
+            continue
+        root = f"{out}/{split}" if out else split
+        plan.items.append(
+            Item(
+                split,
+                (
+                    Step("mask_png", mask, f"{root}/masks/{stem}.png"),
+                    Step("image", name, f"{root}/images/{PurePosixPath(name).name}"),
+                ),
+            )
+        )
+        plan.readers[split] = "folder:{out}/" + root
+
+
+def plan_msra10k(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """`MSRA10K_Imgs_GT.zip`: `Imgs/<n>.jpg` with `Imgs/<n>.png` beside; no official split."""
+    plan = Plan()
+    _pairs(
+        tree, "**/Imgs/*.jpg", "**/Imgs/*.png", lambda s: "all" if _wanted("all", splits) else None, plan, ""
+    )
+    return plan
+
+
+def plan_thinobject5k(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """`ThinObject5K.zip`: `images/*.jpg`, `masks/*.png` and `list/{train,test}.txt` (the official split)."""
+    split_of: dict[str, str] = {}
+    for name in tree.find("**/list/*.txt"):
+        split = PurePosixPath(name).stem
+        for line in tree.read(name).decode("utf-8", "replace").splitlines():
+            if line.strip():
+                split_of.setdefault(PurePosixPath(line.strip()).stem, split)
+
+    def split_for(stem: str) -> str | None:
+        split = split_of.get(stem, "all" if not split_of else None)
+        return split if split is not None and _wanted(split, splits) else None
+
+    plan = Plan()
+    _pairs(tree, "**/images/*.jpg", "**/masks/*.png", split_for, plan, "")
+    return plan
+
+
+def plan_bdd100k(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """`bdd100k_images_10k.zip` and `bdd100k_ins_seg_labels_trainval.zip`: instance bitmasks per image,
+    kept in BDD's own layout, which the `cityscapes:` reader reads (`id_format=bdd100k`)."""
+    images = {}
+    for name in tree.find("**/images/10k/*/*.jpg"):
+        path = PurePosixPath(name)
+        images[(path.parent.name, path.stem)] = name
+    plan = Plan()
+    for name in tree.find("**/labels/ins_seg/bitmasks/*/*.png"):
+        path = PurePosixPath(name)
+        split = path.parent.name
+        if not _wanted(split, splits):
+            continue
+        image = images.get((split, path.stem))
+        if image is None:
+            plan.skipped.append(f"{name}: no images/10k/{split}/{path.stem}.jpg in the sources")
+            continue
+        plan.items.append(
+            Item(
+                split,
+                (
+                    Step("mask_png", name, f"labels/ins_seg/bitmasks/{split}/{path.name}"),
+                    Step("image", image, f"images/10k/{split}/{path.stem}.jpg"),
+                ),
+            )
+        )
+        plan.readers[split] = "cityscapes:{out}?mask_glob=labels/ins_seg/bitmasks/" + split + "/*.png"
+    return plan
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "robust-seg",
+            "Robust-Seg (RobustSAM's release: LVIS + MSRA10K + ThinObject-5K train/val, test, extra COCO and LVIS)",
+            ("https://huggingface.co/robustsam/robustsam/tree/main/dataset",),
+            ("<split>/clear.zip", "<split>/masks.zip  (split: train, val, test, coco, lvis)"),
+            plan_robust_seg,
+        ),
+        DatasetSpec(
+            "coco2017",
+            "COCO 2017 instance segmentation",
+            ("https://cocodataset.org/#download",),
+            ("annotations_trainval2017.zip", "val2017.zip", "train2017.zip"),
+            plan_coco,
+        ),
+        DatasetSpec(
+            "lvis",
+            "LVIS v1 (annotations on the COCO 2017 images)",
+            ("https://www.lvisdataset.org/dataset", "https://cocodataset.org/#download"),
+            ("lvis_v1_val.json.zip", "lvis_v1_train.json.zip", "val2017.zip", "train2017.zip"),
+            plan_lvis,
+        ),
+        DatasetSpec(
+            "msra10k",
+            "MSRA10K salient objects",
+            ("https://mmcheng.net/msra10k/",),
+            ("MSRA10K_Imgs_GT.zip",),
+            plan_msra10k,
+        ),
+        DatasetSpec(
+            "thinobject5k",
+            "ThinObject-5K",
+            ("https://github.com/liewjunhao/thin-object-selection",),
+            ("ThinObject5K.zip",),
+            plan_thinobject5k,
+        ),
+        DatasetSpec(
+            "bdd100k",
+            "BDD-100K instance segmentation (10K images)",
+            ("https://bdd-data.berkeley.edu/",),
+            ("bdd100k_images_10k.zip", "bdd100k_ins_seg_labels_trainval.zip"),
+            plan_bdd100k,
+        ),
+    )
+}
