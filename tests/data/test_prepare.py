@@ -246,3 +246,31 @@ def test_a_source_that_is_not_an_archive_is_named(tmp_path: Path, capsys, name, 
     assert _prepare("msra10k", "--src", str(path), "--out", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert name in err and message in err
+
+
+def _png(seed: int, size=(24, 32)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_acdc_instances_from_its_detection_annotations(tmp_path: Path) -> None:
+    frames = [
+        f"{cond}/val/GOPR0{i}/GOPR0{i}_frame_00000{i}_rgb_anon.png" for i, cond in enumerate(("fog", "night"))
+    ]
+    annotations = json.loads(_coco_json([(i, name, None) for i, name in enumerate(frames)]))
+    archives = [
+        _zip(
+            tmp_path / "rgb_anon_trainvaltest.zip", {f"rgb_anon/{f}": _png(i) for i, f in enumerate(frames)}
+        ),
+        _zip(
+            tmp_path / "gt_detection_trainval.zip",
+            {"gt_detection/instancesonly_val_gt_detection.json": json.dumps(annotations).encode()},
+        ),
+    ]
+    assert _prepare("acdc", "--src", *map(str, archives), "--out", str(tmp_path / "out")) == 0
+    manifest = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    reader = open_dataset(manifest["readers"]["val"])
+    assert len(reader) == 2 and reader[1].masks[0].sum() > 0
+    np.testing.assert_array_equal(reader[1].image, np.asarray(Image.open(io.BytesIO(_png(1)))))

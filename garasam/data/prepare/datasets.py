@@ -101,56 +101,84 @@ def plan_robust_seg(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
     return plan
 
 
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where a COCO-format file's images live: `member_key` names each image member of the sources
+    (None: not an image of this dataset), `image_key` each image record of the JSON, by the same key;
+    images are written to `<root>/<key>` and the reader is told `images=<root>`."""
+
+    member_pattern: str
+    member_key: Callable[[str], str | None]
+    image_key: Callable[[dict, str], str]
+    root: str = ""
+
+
+def _coco_folder_key(name: str) -> str:
+    path = PurePosixPath(name)
+    return f"{path.parent.name}/{path.name}"
+
+
+def _coco_image_key(image: dict, split: str) -> str:
+    """`<folder>/<file>`: the folder of its `coco_url` (LVIS mixes train2017 and val2017), else the split's."""
+    url = str(image.get("coco_url") or "")
+    if url:
+        return f"{PurePosixPath(url).parent.name}/{PurePosixPath(url).name}"
+    return f"{split}2017/{image.get('file_name')}"
+
+
+COCO_IMAGES = ImageLayout("**/*2017/*.jpg", _coco_folder_key, _coco_image_key)
+
+
 def _coco_like(
-    tree: SourceTree, splits: Sequence[str] | None, pattern: str, split_of: Callable[[str], str]
+    tree: SourceTree,
+    splits: Sequence[str] | None,
+    pattern: str,
+    split_of: Callable[[str], str],
+    layout: ImageLayout = COCO_IMAGES,
 ) -> Plan:
-    """COCO-format annotations (COCO, LVIS): each listed image is looked up under the folder its
-    `coco_url` (or the split's `<split>2017/`) names; the JSON is copied beside as `annotations/`."""
-    by_folder: dict[tuple[str, str], str] = {}
-    for name in tree.find("**/*2017/*.jpg"):
-        path = PurePosixPath(name)
-        by_folder.setdefault((path.parent.name, path.name), name)
+    """COCO-format annotations (COCO, LVIS, ACDC): each image the JSON lists is looked up in the sources
+    by `layout`; the JSON is copied as `annotations/<name>`."""
+    members: dict[str, str] = {}
+    for name in tree.find(layout.member_pattern):
+        key = layout.member_key(name)
+        if key is not None:
+            members.setdefault(key, name)
     plan = Plan()
     for name in tree.find(pattern):
-        split = split_of(PurePosixPath(name).name)
+        file = PurePosixPath(name).name
+        split = split_of(file)
         if not _wanted(split, splits):
             continue
         raw = tree.read(name)
         try:
-            data = json.loads(raw)
-            images = data["images"]
-        except (ValueError, KeyError, TypeError):
+            listed = [layout.image_key(image, split) for image in json.loads(raw)["images"]]
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise DataError(f"{name}: not a COCO-format annotation file (no 'images' list)") from None
-        listed = []
-        for image in images:
-            url = str(image.get("coco_url") or "")
-            folder = PurePosixPath(url).parent.name if url else f"{split}2017"
-            file_name = PurePosixPath(url).name if url else str(image.get("file_name"))
-            listed.append((folder, file_name))
-        present = [key for key in listed if key in by_folder]
-        if not present:
-            folders = sorted({folder for folder, _ in listed})
+        missing = [key for key in listed if key not in members]
+        if len(missing) == len(listed):
             plan.skipped.append(
-                f"{PurePosixPath(name).name}: none of its {len(listed)} images is in the sources "
-                f"(expected under {', '.join(f + '/' for f in folders)}); add the image archive(s)"
+                f"{file}: none of its {len(listed)} images is in the sources (e.g. {layout.root}{listed[0] if listed else ''}); "
+                "add the image archive(s)"
             )
             continue
-        missing = [key for key in listed if key not in by_folder]
         if missing:
-            folder, file_name = missing[0]
             raise DataError(
-                f"incomplete sources: {folder}/{file_name} is missing ({len(missing)} of the {len(listed)} "
-                f"images {PurePosixPath(name).name} lists); is an image archive truncated or missing?"
+                f"incomplete sources: {layout.root}{missing[0]} is missing ({len(missing)} of the {len(listed)} "
+                f"images {file} lists); is an image archive truncated or missing?"
             )
-        target = f"annotations/{PurePosixPath(name).name}"
+        target = f"annotations/{file}"
         plan.files[target] = raw
-        folders = {folder for folder, _ in listed}
-        only = f"?images={{out}}/{next(iter(folders))}" if len(folders) == 1 else ""  # no coco_url needed
+        folders = {PurePosixPath(key).parent for key in listed}
+        root = layout.root.rstrip("/")
+        if root:
+            only = f"?images={{out}}/{root}"
+        elif len(folders) == 1:  # a JSON without coco_url finds its one folder
+            only = f"?images={{out}}/{next(iter(folders))}"
+        else:
+            only = ""
         plan.readers[split] = "coco:{out}/" + target + only
-        for folder, file_name in dict.fromkeys(listed):
-            plan.items.append(
-                Item(split, (Step("image", by_folder[(folder, file_name)], f"{folder}/{file_name}"),))
-            )
+        for key in dict.fromkeys(listed):
+            plan.items.append(Item(split, (Step("image", members[key], f"{layout.root}{key}"),)))
     return plan
 
 
@@ -166,6 +194,29 @@ def plan_coco(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
 def plan_lvis(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
     return _coco_like(
         tree, splits, "**/lvis_v1_*.json", lambda n: n.removeprefix("lvis_v1_").removesuffix(".json")
+    )
+
+
+def _after_rgb_anon(name: str) -> str | None:
+    head, sep, tail = name.rpartition("rgb_anon/")
+    return tail if sep else None
+
+
+ACDC_IMAGES = ImageLayout(
+    "**/rgb_anon/**/*_rgb_anon.png", _after_rgb_anon, lambda image, _: str(image["file_name"]), "rgb_anon/"
+)
+
+
+def plan_acdc(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """ACDC: `rgb_anon/<condition>/<split>/<sequence>/*_rgb_anon.png` and the official instance
+    annotations `gt_detection/instancesonly_<split>_gt_detection.json` (COCO format, derived from the
+    panoptic labels: the 8 Cityscapes thing classes are the objects; stuff is not)."""
+    return _coco_like(
+        tree,
+        splits,
+        "**/instancesonly_*_gt_detection.json",
+        lambda n: n.removeprefix("instancesonly_").removesuffix("_gt_detection.json"),
+        ACDC_IMAGES,
     )
 
 
@@ -290,6 +341,13 @@ DATASETS: dict[str, DatasetSpec] = {
             ("https://github.com/liewjunhao/thin-object-selection",),
             ("ThinObject5K.zip",),
             plan_thinobject5k,
+        ),
+        DatasetSpec(
+            "acdc",
+            "ACDC, adverse conditions (fog, night, rain, snow): the official instance annotations",
+            ("https://acdc.vision.ee.ethz.ch/download",),
+            ("rgb_anon_trainvaltest.zip", "gt_detection_trainval.zip"),
+            plan_acdc,
         ),
         DatasetSpec(
             "bdd100k",
