@@ -274,3 +274,45 @@ def test_acdc_instances_from_its_detection_annotations(tmp_path: Path) -> None:
     reader = open_dataset(manifest["readers"]["val"])
     assert len(reader) == 2 and reader[1].masks[0].sum() > 0
     np.testing.assert_array_equal(reader[1].image, np.asarray(Image.open(io.BytesIO(_png(1)))))
+
+
+def test_ndd20_polygons_become_masks(tmp_path: Path) -> None:
+    labels = {
+        "a.jpg123": {
+            "filename": "a.jpg",
+            "regions": [
+                {
+                    "shape_attributes": {
+                        "name": "polygon",
+                        "all_points_x": [4, 14, 14, 4],
+                        "all_points_y": [4, 4, 12, 12],
+                    },
+                    "region_attributes": {"object": "dolphin"},
+                },
+            ],
+        },
+        "b.jpg99": {  # VIA 1: regions keyed by index; the second shape is not a polygon
+            "filename": "b.jpg",
+            "regions": {
+                "0": {"shape_attributes": {"all_points_x": [1, 8, 8, 1], "all_points_y": [1, 1, 6, 6]}},
+                "1": {"shape_attributes": {"name": "rect", "x": 1, "y": 1}},
+            },
+        },
+        "c.jpg5": {"filename": "c.jpg", "regions": []},
+    }
+    archive = _zip(
+        tmp_path / "NDD20.zip",
+        {
+            "NDD20/ABOVE/a.jpg": _jpeg(1),
+            "NDD20/ABOVE/b.jpg": _jpeg(2),
+            "NDD20/ABOVE/c.jpg": _jpeg(3),
+            "NDD20/ABOVE_LABELS.json": json.dumps(labels).encode(),
+        },
+    )
+    assert _prepare("ndd20", "--src", str(archive), "--out", str(tmp_path / "out")) == 0
+    manifest = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert manifest["splits"]["above"]["images"] == 2 and "c.jpg has no polygon" in manifest["problems"][0]
+    reader = open_dataset(manifest["readers"]["above"])
+    masks = {reader[i].meta["image_id"]: reader[i].masks for i in range(len(reader))}
+    assert len(masks["a"]) == 1 and masks["a"][0][4:13, 4:15].all() and masks["a"][0].sum() == 9 * 11
+    assert len(masks["b"]) == 1 and masks["b"][0].sum() == 6 * 8

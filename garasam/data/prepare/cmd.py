@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from garasam.argtypes import non_negative_int, output_dir
@@ -62,14 +62,20 @@ def convert(job: Job, item: Item) -> Outcome:
         outcome.existing = len(item.steps)
         return outcome
     ordered = sorted(item.steps, key=lambda s: s.kind == "image")  # masks first, the image last
+    image = ordered[-1]
     try:
-        data = {step.target: job.tree.read(step.member) for step in ordered}
-        shapes = {step.target: _check(step, data[step.target]) for step in ordered}
-        size = shapes[ordered[-1].target]
-        for step in ordered[:-1]:  # masks must fit their image
-            if shapes[step.target] != size:
-                (h, w), (ih, iw) = shapes[step.target], size
-                raise DataError(f"{step.member}: mask is {w}x{h}, its image {ordered[-1].member} {iw}x{ih}")
+        data = {image.target: job.tree.read(image.member)}
+        size = _check(image, data[image.target])
+        for step in ordered[:-1]:
+            if step.kind == "polygons":
+                data[step.target] = _draw(step, size)
+                continue
+            data[step.target] = job.tree.read(step.member)
+            shape = _check(step, data[step.target])
+            if shape != size:  # masks must fit their image
+                raise DataError(
+                    f"{step.member}: mask is {shape[1]}x{shape[0]}, its image {image.member} {size[1]}x{size[0]}"
+                )
     except DataError as err:
         if job.strict:
             raise
@@ -83,6 +89,24 @@ def convert(job: Job, item: Item) -> Outcome:
         atomic_write_bytes(target, data[step.target])
         outcome.written += 1
     return outcome
+
+
+def _draw(step: Step, size: tuple[int, int]) -> bytes:
+    """Polygons (pixel coordinates) filled into bool masks [N, H, W], as .npy bytes."""
+    height, width = size
+    masks = np.zeros((len(step.polygons), height, width), bool)
+    for index, (xs, ys) in enumerate(step.polygons):
+        points = np.stack([xs, ys], axis=1)
+        if not np.isfinite(points).all() or np.abs(points).max() > 4 * max(height, width):
+            raise DataError(
+                f"{step.member}: a polygon of {step.target} lies far outside its {width}x{height} image"
+            )
+        canvas = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.tolist()], fill=1, outline=1)
+        masks[index] = np.asarray(canvas, dtype=bool)
+    buffer = io.BytesIO()
+    np.save(buffer, masks, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _check(step: Step, data: bytes) -> tuple[int, int]:

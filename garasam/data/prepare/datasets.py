@@ -23,9 +23,10 @@ from garasam.errors import DataError
 class Step:
     """Write `member` of the sources to `target` (a path relative to the output), checked as `kind`."""
 
-    kind: str  # "image", "mask_png", "masks_npy"
-    member: str
+    kind: str  # "image", "mask_png", "masks_npy", or "polygons" (masks drawn from `polygons`)
+    member: str  # the source member; for "polygons", the annotation file they come from
     target: str
+    polygons: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] = ()  # per object (xs, ys)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,59 @@ def plan_bdd100k(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
     return plan
 
 
+def _via_regions(record: dict) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """Polygons of one image of a VIA (VGG Image Annotator) project: `regions` is a list, or in VIA 1
+    a dict keyed "0", "1", ...; shapes other than polygons are left out."""
+    regions = record.get("regions") or []
+    if isinstance(regions, dict):
+        regions = list(regions.values())
+    polygons = []
+    for region in regions:
+        shape = region.get("shape_attributes") or {}
+        xs, ys = shape.get("all_points_x"), shape.get("all_points_y")
+        if isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys) >= 3:
+            polygons.append((tuple(map(float, xs)), tuple(map(float, ys))))
+    return polygons
+
+
+def plan_ndd20(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """NDD20: `ABOVE/` and `BELOW/` images with `ABOVE_LABELS.json` / `BELOW_LABELS.json` (VIA polygons);
+    each polygon is one object, drawn into masks; the two sets are the splits `above` and `below`."""
+    plan = Plan()
+    for labels in tree.find("**/*_LABELS.json"):
+        split = PurePosixPath(labels).name.removesuffix("_LABELS.json").lower()
+        if not _wanted(split, splits):
+            continue
+        folder = split.upper()
+        images = {PurePosixPath(n).name: n for n in tree.find(f"**/{folder}/*")}
+        try:
+            records = json.loads(tree.read(labels))
+            entries = list(records.values()) if isinstance(records, dict) else []
+        except ValueError:
+            raise DataError(f"{labels}: not a VIA annotation file (JSON)") from None
+        for record in entries:
+            name = str(record.get("filename", "")) if isinstance(record, dict) else ""
+            if name not in images:
+                plan.skipped.append(f"{labels}: {folder}/{name or '?'} is not in the sources")
+                continue
+            polygons = _via_regions(record)
+            if not polygons:
+                plan.skipped.append(f"{labels}: {name} has no polygon")
+                continue
+            stem = PurePosixPath(name).stem
+            plan.items.append(
+                Item(
+                    split,
+                    (
+                        Step("polygons", labels, f"{split}/masks/{stem}.npy", tuple(polygons)),
+                        Step("image", images[name], f"{split}/clear/{name}"),
+                    ),
+                )
+            )
+            plan.readers[split] = "robustseg:{out}/" + split
+    return plan
+
+
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -348,6 +402,13 @@ DATASETS: dict[str, DatasetSpec] = {
             ("https://acdc.vision.ee.ethz.ch/download",),
             ("rgb_anon_trainvaltest.zip", "gt_detection_trainval.zip"),
             plan_acdc,
+        ),
+        DatasetSpec(
+            "ndd20",
+            "NDD20, the Northumberland Dolphin Dataset (above and below water)",
+            ("https://doi.org/10.25405/data.ncl.c.4982342",),
+            ("NDD20.zip",),
+            plan_ndd20,
         ),
         DatasetSpec(
             "bdd100k",
