@@ -98,6 +98,11 @@ def valid_input_sizes(model: nn.Module, input_sizes: Sequence[tuple[int, int]]) 
         yield
         return
     grid, _, patch = layers[0].token_grid
+    for h, w in input_sizes:
+        if not (0 < int(h) <= grid * patch and 0 < int(w) <= grid * patch):
+            raise ValueError(
+                f"valid_input_sizes: image size {h}x{w} does not fit the {grid * patch} x {grid * patch} input"
+            )
     device = layers[0].lora_A.device
     rows = torch.arange(grid, device=device)
     valid = torch.stack(

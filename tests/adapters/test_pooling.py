@@ -161,3 +161,13 @@ def test_a_window_with_no_valid_token_falls_back_to_its_plain_mean() -> None:
     pooled = pool_tokens(x, weights)
     torch.testing.assert_close(pooled[0], x[0, 0, 0])
     torch.testing.assert_close(pooled[1], x[1].flatten(0, 1).mean(0))
+
+
+@pytest.mark.parametrize("size", [(0, 10), (300, 10), (10, -1)])
+def test_sizes_that_do_not_fit_the_input_are_refused(size) -> None:
+    model = _sam(GaRAConfig(r_low=2, r_high=4))
+    with (
+        pytest.raises(ValueError, match="does not fit the 256 x 256 input"),
+        valid_input_sizes(model, [size]),
+    ):
+        pass

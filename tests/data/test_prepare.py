@@ -316,3 +316,19 @@ def test_ndd20_polygons_become_masks(tmp_path: Path) -> None:
     masks = {reader[i].meta["image_id"]: reader[i].masks for i in range(len(reader))}
     assert len(masks["a"]) == 1 and masks["a"][0][4:13, 4:15].all() and masks["a"][0].sum() == 9 * 11
     assert len(masks["b"]) == 1 and masks["b"][0].sum() == 6 * 8
+
+
+def test_a_member_name_cannot_write_outside_the_output(tmp_path: Path, capsys) -> None:
+    frame = "../../escaped_rgb_anon.png"
+    annotations = _coco_json([(1, frame, None)])
+    archives = [
+        _zip(tmp_path / "rgb_anon_trainvaltest.zip", {f"rgb_anon/{frame}": _png(1)}),
+        _zip(
+            tmp_path / "gt_detection_trainval.zip",
+            {"gt_detection/instancesonly_val_gt_detection.json": annotations},
+        ),
+    ]
+    out = tmp_path / "deep" / "out"
+    assert _prepare("acdc", "--src", *map(str, archives), "--out", str(out), "--strict") == 2
+    assert "outside the output folder" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("escaped_rgb_anon.png"))

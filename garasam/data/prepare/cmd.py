@@ -10,7 +10,7 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -64,6 +64,10 @@ def convert(job: Job, item: Item) -> Outcome:
     ordered = sorted(item.steps, key=lambda s: s.kind == "image")  # masks first, the image last
     image = ordered[-1]
     try:
+        for step in ordered:  # a member or JSON name such as ../../x must not write outside --out
+            parts = PurePosixPath(step.target).parts
+            if PurePosixPath(step.target).is_absolute() or ".." in parts:
+                raise DataError(f"{step.member}: refusing to write {step.target!r} outside the output folder")
         data = {image.target: job.tree.read(image.member)}
         size = _check(image, data[image.target])
         for step in ordered[:-1]:
