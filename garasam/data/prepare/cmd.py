@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -49,10 +49,11 @@ class Outcome:
 
 @dataclass
 class Job:
+    """What every worker needs: the sources, the output folder, and whether to stop at a damaged item."""
+
     tree: SourceTree
     out: Path
     strict: bool
-    items: list[Item] = field(default_factory=list)
 
 
 def convert(job: Job, item: Item) -> Outcome:
