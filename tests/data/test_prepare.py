@@ -332,3 +332,24 @@ def test_a_member_name_cannot_write_outside_the_output(tmp_path: Path, capsys) -
     assert _prepare("acdc", "--src", *map(str, archives), "--out", str(out), "--strict") == 2
     assert "outside the output folder" in capsys.readouterr().err
     assert not list(tmp_path.rglob("escaped_rgb_anon.png"))
+
+
+def test_lis_dark_images_with_their_labels(tmp_path: Path) -> None:
+    train = _coco_json([(1, "2.JPG", None), (2, "4.JPG", None)])
+    test = _coco_json([(3, "6.JPG", None)])
+    union = _coco_json([(1, "2.JPG", None), (2, "4.JPG", None), (3, "6.JPG", None)])
+    members = {f"LIS/RGB-dark/JPEGImages/{n}.JPG": _jpeg(n) for n in (2, 4, 6)}
+    members |= {"LIS/RGB-normal/JPEGImages/1.png": _png(1)}  # the normal-light images are not used
+    members |= {
+        "LIS/annotations/lis_coco_JPG_train+1.json": train,
+        "LIS/annotations/lis_coco_JPG_test+1.json": test,
+        "LIS/annotations/lis_coco_JPG_traintest+1.json": union,
+        "LIS/annotations/lis_coco_png_train.json": train,
+    }
+    archive = _zip(tmp_path / "LIS.zip", members)
+    assert _prepare("lis", "--src", str(archive), "--out", str(tmp_path / "out")) == 0
+    manifest = json.loads((tmp_path / "out" / "prepare.json").read_text())
+    assert set(manifest["readers"]) == {"train", "test"}
+    assert manifest["splits"]["train"]["images"] == 2 and manifest["splits"]["test"]["images"] == 1
+    reader = open_dataset(manifest["readers"]["test"])
+    np.testing.assert_array_equal(reader[0].image, np.asarray(Image.open(io.BytesIO(_jpeg(6)))))

@@ -221,6 +221,28 @@ def plan_acdc(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
     )
 
 
+LIS_IMAGES = ImageLayout(
+    "**/RGB-dark/JPEGImages/*",
+    lambda name: PurePosixPath(name).name,
+    lambda image, _: PurePosixPath(str(image["file_name"])).name,
+    "RGB-dark/JPEGImages/",
+)
+
+
+def plan_lis(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+    """LIS (low-light instance segmentation): the low-light sRGB images `RGB-dark/JPEGImages/*.JPG` with
+    their labels `annotations/lis_coco_JPG_<split>+1.json` (COCO format; '+1' marks the dark images'
+    labels, per the dataset's README). `traintest` (the union) only when asked for by --split."""
+    wanted = splits if splits is not None else ("train", "test")
+    return _coco_like(
+        tree,
+        wanted,
+        "**/lis_coco_JPG_*+1.json",
+        lambda n: n.removeprefix("lis_coco_JPG_").removesuffix("+1.json"),
+        LIS_IMAGES,
+    )
+
+
 def _pairs(
     tree: SourceTree, images: str, masks: str, split_for: Callable[[str], str | None], plan: Plan, out: str
 ) -> None:
@@ -409,6 +431,13 @@ DATASETS: dict[str, DatasetSpec] = {
             ("https://doi.org/10.25405/data.ncl.c.4982342",),
             ("NDD20.zip",),
             plan_ndd20,
+        ),
+        DatasetSpec(
+            "lis",
+            "LIS, low-light instance segmentation (the dark sRGB images)",
+            ("https://github.com/Linwei-Chen/LIS#dataset-download",),
+            ("LIS/RGB-dark/ (folder or archive)", "LIS/annotations/ (folder or archive)"),
+            plan_lis,
         ),
         DatasetSpec(
             "bdd100k",
