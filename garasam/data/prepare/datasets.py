@@ -183,19 +183,23 @@ def _coco_like(
     return plan
 
 
-def plan_coco(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
-    return _coco_like(
-        tree,
-        splits,
-        "**/instances_*2017.json",
-        lambda n: n.removeprefix("instances_").removesuffix("2017.json"),
-    )
+def coco_format(
+    pattern: str,
+    prefix: str,
+    suffix: str,
+    layout: ImageLayout = COCO_IMAGES,
+    default: tuple[str, ...] | None = None,
+) -> Callable[[SourceTree, Sequence[str] | None], Plan]:
+    """The plan of a dataset whose annotation files match `pattern` and are named `<prefix><split><suffix>`;
+    `default` are the splits taken when --split is not given (None: all)."""
 
+    def plan(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
+        def split_of(name: str) -> str:
+            return name.removeprefix(prefix).removesuffix(suffix)
 
-def plan_lvis(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
-    return _coco_like(
-        tree, splits, "**/lvis_v1_*.json", lambda n: n.removeprefix("lvis_v1_").removesuffix(".json")
-    )
+        return _coco_like(tree, splits if splits is not None else default, pattern, split_of, layout)
+
+    return plan
 
 
 def _after_rgb_anon(name: str) -> str | None:
@@ -208,39 +212,12 @@ ACDC_IMAGES = ImageLayout(
 )
 
 
-def plan_acdc(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
-    """ACDC: `rgb_anon/<condition>/<split>/<sequence>/*_rgb_anon.png` and the official instance
-    annotations `gt_detection/instancesonly_<split>_gt_detection.json` (COCO format, derived from the
-    panoptic labels: the 8 Cityscapes thing classes are the objects; stuff is not)."""
-    return _coco_like(
-        tree,
-        splits,
-        "**/instancesonly_*_gt_detection.json",
-        lambda n: n.removeprefix("instancesonly_").removesuffix("_gt_detection.json"),
-        ACDC_IMAGES,
-    )
-
-
 LIS_IMAGES = ImageLayout(
     "**/RGB-dark/JPEGImages/*",
     lambda name: PurePosixPath(name).name,
     lambda image, _: PurePosixPath(str(image["file_name"])).name,
     "RGB-dark/JPEGImages/",
 )
-
-
-def plan_lis(tree: SourceTree, splits: Sequence[str] | None) -> Plan:
-    """LIS (low-light instance segmentation): the low-light sRGB images `RGB-dark/JPEGImages/*.JPG` with
-    their labels `annotations/lis_coco_JPG_<split>+1.json` (COCO format; '+1' marks the dark images'
-    labels, per the dataset's README). `traintest` (the union) only when asked for by --split."""
-    wanted = splits if splits is not None else ("train", "test")
-    return _coco_like(
-        tree,
-        wanted,
-        "**/lis_coco_JPG_*+1.json",
-        lambda n: n.removeprefix("lis_coco_JPG_").removesuffix("+1.json"),
-        LIS_IMAGES,
-    )
 
 
 def _pairs(
@@ -395,14 +372,15 @@ DATASETS: dict[str, DatasetSpec] = {
             "COCO 2017 instance segmentation",
             ("https://cocodataset.org/#download",),
             ("annotations_trainval2017.zip", "val2017.zip", "train2017.zip"),
-            plan_coco,
+            coco_format("**/instances_*2017.json", "instances_", "2017.json"),
         ),
         DatasetSpec(
             "lvis",
             "LVIS v1 (annotations on the COCO 2017 images)",
             ("https://www.lvisdataset.org/dataset", "https://cocodataset.org/#download"),
             ("lvis_v1_val.json.zip", "lvis_v1_train.json.zip", "val2017.zip", "train2017.zip"),
-            plan_lvis,
+            # images found by their coco_url: LVIS v1 val uses train2017 and val2017 images
+            coco_format("**/lvis_v1_*.json", "lvis_v1_", ".json"),
         ),
         DatasetSpec(
             "msra10k",
@@ -423,7 +401,11 @@ DATASETS: dict[str, DatasetSpec] = {
             "ACDC, adverse conditions (fog, night, rain, snow): the official instance annotations",
             ("https://acdc.vision.ee.ethz.ch/download",),
             ("rgb_anon_trainvaltest.zip", "gt_detection_trainval.zip"),
-            plan_acdc,
+            # the official instance annotations, derived from the panoptic labels: the 8 Cityscapes
+            # thing classes are the objects, stuff is not
+            coco_format(
+                "**/instancesonly_*_gt_detection.json", "instancesonly_", "_gt_detection.json", ACDC_IMAGES
+            ),
         ),
         DatasetSpec(
             "ndd20",
@@ -437,7 +419,10 @@ DATASETS: dict[str, DatasetSpec] = {
             "LIS, low-light instance segmentation (the dark sRGB images)",
             ("https://github.com/Linwei-Chen/LIS#dataset-download",),
             ("LIS/RGB-dark/ (folder or archive)", "LIS/annotations/ (folder or archive)"),
-            plan_lis,
+            # '+1' files label the dark images (the dataset's README); the traintest union only on request
+            coco_format(
+                "**/lis_coco_JPG_*+1.json", "lis_coco_JPG_", "+1.json", LIS_IMAGES, ("train", "test")
+            ),
         ),
         DatasetSpec(
             "bdd100k",
