@@ -1,7 +1,8 @@
 """Training-step speed: images/s and peak memory of GaRA next to plain LoRA-16, per SAM backbone.
 
-Each row times the real training step of `garasam.train` on one device: upload and degradation of
-a uint8 batch, SAM preprocessing, encoder with adapters, one decoder call per prompt group, focal +
+Each row times the real training step of `garasam.train` on one device: upload of a uint8 batch
+(already degraded: degradations run at the original resolution in the data loader's workers, outside
+the timed step, since issue 19), SAM preprocessing, encoder with adapters, one decoder call per prompt group, focal +
 dice + IoU loss, backward, grad-norm clipping and an Adam step. Random SAM weights, synthetic
 scenes at the model's input size with random training prompts (`garasam.data.synthetic`), bf16
 autocast on CUDA and fp32 on CPU, the paper's batch of 8 by default.
