@@ -353,3 +353,13 @@ def test_lis_dark_images_with_their_labels(tmp_path: Path) -> None:
     assert manifest["splits"]["train"]["images"] == 2 and manifest["splits"]["test"]["images"] == 1
     reader = open_dataset(manifest["readers"]["test"])
     np.testing.assert_array_equal(reader[0].image, np.asarray(Image.open(io.BytesIO(_jpeg(6)))))
+
+
+def test_an_unknown_split_names_the_ones_there(tmp_path: Path, capsys) -> None:
+    members = {"ThinObject5K/images/a.jpg": _jpeg(1), "ThinObject5K/masks/a.png": _mask_png()}
+    members["ThinObject5K/list/test.txt"] = b"a.jpg\n"
+    archive = _zip(tmp_path / "ThinObject5K.zip", members)
+    assert (
+        _prepare("thinobject5k", "--src", str(archive), "--out", str(tmp_path / "out"), "--split", "val") == 2
+    )
+    assert "no split val in the sources; they hold test" in capsys.readouterr().err

@@ -168,6 +168,12 @@ def run(args: argparse.Namespace) -> int:
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
     tree = SourceTree(list(args.src), out / ".sources")
     plan = DATASETS[args.dataset].plan(tree, splits)
+    if not plan.items and splits is not None:
+        found = sorted(DATASETS[args.dataset].plan(tree, None).readers)
+        raise DataError(
+            f"{args.dataset}: no split {', '.join(splits)} in the sources; they hold "
+            + (", ".join(found) if found else "no usable split")
+        )
     if not plan.items:
         first = f"; first problem: {plan.skipped[0]}" if plan.skipped else ""
         raise DataError(
