@@ -7,7 +7,6 @@ Names are stored in transformers' layout; official `segment_anything` names map 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -31,7 +30,7 @@ from garasam.adapters.inject import (
 from garasam.adapters.peft_format import from_peft, garasam_key, is_peft_only, peft_fields, peft_key
 from garasam.adapters.unload import remove_adapters
 from garasam.errors import CheckpointError, ConfigError
-from garasam.io import atomic_path, atomic_write_text
+from garasam.io import atomic_path, atomic_write_text, file_sha256
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -56,7 +55,7 @@ def save_adapters(
         state = {peft_key(k): v for k, v in state.items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "garasam_adapter_type": config.adapter_type})
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
     meta = {
         "format_version": FORMAT_VERSION,
         "garasam_version": garasam.__version__,
@@ -180,7 +179,7 @@ def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> 
     if not weights.is_file():
         raise CheckpointError(f"{directory}: missing {WEIGHTS_NAME}")
     expected = meta.get("weights_sha256")
-    if expected is not None and expected != _sha256(weights):
+    if expected is not None and expected != file_sha256(weights):
         raise CheckpointError(
             f"{weights}: contents differ from the digest in {CONFIG_NAME} (damaged or replaced file)"
         )
@@ -194,14 +193,6 @@ def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> 
             f"{weights}: non-finite values (NaN or inf) in {len(bad)} tensor(s), e.g. {bad[0]}"
         )
     return saved
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def backbone_identity(model: nn.Module, config: AdapterConfig) -> dict[str, Any]:

@@ -15,7 +15,6 @@ that cannot be read, belongs to another model type, or has missing or unexpected
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from transformers import SamConfig, SamModel
 
 from garasam.errors import CheckpointError, ConfigError
-from garasam.io import atomic_path
+from garasam.io import atomic_path, file_sha256
 from garasam.models.registry import (
     MODEL_TYPES,
     architecture,
@@ -173,9 +172,7 @@ def identify_checkpoint(path: str | os.PathLike) -> dict[str, object]:
     weights = _hf_weights_file(source) if source.is_dir() else source
     if not weights.is_file():
         raise CheckpointError(f"{source}: no such checkpoint file or folder")
-    with open(weights, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"name": source.name, "size": weights.stat().st_size, "sha256": digest[:16]}
+    return {"name": source.name, "size": weights.stat().st_size, "sha256": file_sha256(weights)[:16]}
 
 
 def _check_hf_folder(folder: Path, model_type: str) -> Path:

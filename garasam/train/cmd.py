@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 from garasam.argtypes import positive_int, training_device
 from garasam.models.registry import MODEL_TYPES
@@ -57,27 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> list[str]:
     """The command-line flags as config overrides, followed by the explicit key=value ones."""
-    flags: list[str] = []
-    if args.data:
-        flags.append(f"data.train={_yaml_list(args.data)}")
-    if args.val_data:
-        flags.append(f"validation.data={_yaml_str(args.val_data)}")
-    if args.output_dir:
-        flags.append(f"output_dir={_yaml_str(args.output_dir)}")
-    if args.model_type:
-        flags.append(f"model.model_type={args.model_type}")
-    if args.checkpoint:
-        flags.append(f"model.checkpoint={_yaml_str(args.checkpoint)}")
-    if args.init_adapters:
-        flags.append(f"model.init_adapters={_yaml_str(args.init_adapters)}")
-    if args.max_steps is not None:
-        flags.append(f"run.max_steps={args.max_steps}")
-    if args.resume:
-        flags.append("resume=true")
-    if args.overwrite:
-        flags.append("overwrite=true")
-    if args.device:
-        flags.append(f"run.device={args.device}")
+    flags = [
+        f"{key}={write(getattr(args, name))}"
+        for name, key, write in _FLAG_KEYS
+        if getattr(args, name) not in (None, "", [], False)
+    ]
     return flags + list(args.overrides)
 
 
@@ -113,3 +99,18 @@ def _yaml_str(value: str) -> str:
 
 def _yaml_list(values: list[str]) -> str:
     return "[" + ", ".join(_yaml_str(v) for v in values) + "]"
+
+
+# flag (argparse dest) -> the config key it sets, and how its value is written as YAML
+_FLAG_KEYS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("data", "data.train", _yaml_list),
+    ("val_data", "validation.data", _yaml_str),
+    ("output_dir", "output_dir", _yaml_str),
+    ("model_type", "model.model_type", str),
+    ("checkpoint", "model.checkpoint", _yaml_str),
+    ("init_adapters", "model.init_adapters", _yaml_str),
+    ("max_steps", "run.max_steps", str),
+    ("resume", "resume", lambda _: "true"),
+    ("overwrite", "overwrite", lambda _: "true"),
+    ("device", "run.device", str),
+)

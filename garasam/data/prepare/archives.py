@@ -8,7 +8,6 @@ a finished unpack leaves a marker) and then read as a folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tarfile
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from garasam.errors import DataError
+from garasam.io import file_sha256
 
 UNPACKED = ".unpacked"
 
@@ -106,11 +106,7 @@ def describe_sources(sources: list[Path]) -> list[dict[str, object]]:
             size = source.stat().st_size
             entry["bytes"] = size
             if size <= 256 * 2**20:
-                digest = hashlib.sha256()
-                with source.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                entry["sha256"] = digest.hexdigest()
+                entry["sha256"] = file_sha256(source)
         described.append(entry)
     return described
 
