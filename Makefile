@@ -26,6 +26,10 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[test]"
+	# The official HQ-SAM and RobustSAM, parity references of tests/models/test_baseline_parity.py. Without
+	# their dependencies: they ask for torchvision (and HQ-SAM's TinyViT for timm), which serve code the
+	# tests never call, and torchvision's wheel would replace our torch (tests/official_baselines.py).
+	$(BIN)/pip install -q --no-deps "segment-anything-hq==0.3" "robust-segment-anything==1.0.0"
 	bash scripts/install_chromium.sh
 	touch $@
 

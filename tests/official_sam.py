@@ -25,27 +25,36 @@ __all__ = [
     "PIXEL_MEAN",
     "PIXEL_STD",
     "TINY",
+    "TORCHVISION_STAND_IN",
     "ImageEncoderViT",
     "Sam",
     "SamPredictor",
+    "missing",
     "official_tiny_sam",
+    "randomise",
     "sam_model_registry",
+    "stand_ins",
 ]
 
-_TORCHVISION_USES = {
-    "torchvision.ops.boxes": ("batched_nms", "box_area"),
-    "torchvision.transforms.functional": ("resize", "to_pil_image"),
+_TORCHVISION_USES: dict[str, dict[str, object]] = {
+    "torchvision.ops.boxes": {"batched_nms": None, "box_area": None},
+    "torchvision.transforms.functional": {"resize": None, "to_pil_image": None},
 }
 
 
 def _unavailable(name: str, *args: object, **kwargs: object) -> None:
-    raise AssertionError(f"{name} called, but torchvision is only a test stand-in here")
+    raise AssertionError(f"{name} called, but it is only a test stand-in here")
 
 
 @contextlib.contextmanager
-def _torchvision_stand_in() -> Iterator[None]:
+def stand_ins(uses: dict[str, dict[str, object]]) -> Iterator[None]:
+    """Modules that are not installed, put in `sys.modules` for one import only.
+
+    `uses` maps a module to its attributes: None makes a function that raises when called, anything
+    else is set as given (a decorator that must run at import time, a class to subclass).
+    """
     added: list[str] = []
-    for module_name, functions in _TORCHVISION_USES.items():
+    for module_name, attributes in uses.items():
         parts = module_name.split(".")
         for depth in range(1, len(parts) + 1):
             name = ".".join(parts[:depth])
@@ -54,8 +63,9 @@ def _torchvision_stand_in() -> Iterator[None]:
                 added.append(name)
                 if depth > 1:
                     setattr(sys.modules[".".join(parts[: depth - 1])], parts[depth - 1], sys.modules[name])
-        for function in functions:
-            setattr(sys.modules[module_name], function, partial(_unavailable, f"{module_name}.{function}"))
+        for attribute, value in attributes.items():
+            stand_in = partial(_unavailable, f"{module_name}.{attribute}") if value is None else value
+            setattr(sys.modules[module_name], attribute, stand_in)
     try:
         yield
     finally:
@@ -63,8 +73,13 @@ def _torchvision_stand_in() -> Iterator[None]:
             del sys.modules[name]
 
 
-_HAS_TORCHVISION = "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None
-with contextlib.nullcontext() if _HAS_TORCHVISION else _torchvision_stand_in():
+def missing(module: str) -> bool:
+    """True when `module` cannot be imported for real (then a stand-in is used)."""
+    return module not in sys.modules and importlib.util.find_spec(module) is None
+
+
+TORCHVISION_STAND_IN = _TORCHVISION_USES if missing("torchvision") else {}
+with stand_ins(TORCHVISION_STAND_IN):
     from segment_anything import SamPredictor
     from segment_anything.build_sam import sam_model_registry
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -137,8 +152,19 @@ def official_tiny_sam() -> Sam:
         pixel_mean=list(PIXEL_MEAN),
         pixel_std=list(PIXEL_STD),
     )
+    return randomise(sam)
+
+
+def randomise(model: torch.nn.Module) -> torch.nn.Module:
+    """Every floating-point tensor of `model` drawn with std 2/sqrt(fan_in), in eval mode; batch-norm
+    variances drawn positive (0.5 to 1.5) so that they stay variances."""
     with torch.no_grad():
-        for tensor in sam.state_dict().values():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                tensor.uniform_(0.5, 1.5)
+                continue
             fan_in = tensor[0].numel() if tensor.ndim > 1 else 10
             tensor.normal_(0.0, 2.0 * fan_in**-0.5)
-    return sam.eval()
+    return model.eval()

@@ -197,15 +197,13 @@ def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> 
 
 def backbone_identity(model: nn.Module, config: AdapterConfig) -> dict[str, Any]:
     """What the adapters depend on: encoder width, depth, model type and checkpoint identity."""
-    from garasam.models.registry import MODEL_TYPES
+    from garasam.models.registry import family_of_config, model_type_of_encoder
 
     targets = [(n, m.base if hasattr(m, "base") else m) for n, m in _target_linears(model, config)]
     width = targets[0][1].in_features
     depth = len({_block_index(n) for n, _ in targets})
-    model_type = next(
-        (t for t, s in MODEL_TYPES.items() if s.hidden_size == width and s.num_hidden_layers == depth),
-        "custom",
-    )
+    family = family_of_config(model.config) if hasattr(model, "config") else "sam"
+    model_type = model_type_of_encoder(width, depth, family) or "custom"
     return {
         "model_type": model_type,
         "hidden_size": width,

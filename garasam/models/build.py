@@ -1,4 +1,5 @@
-"""Building a transformers `SamModel` for one of our model types, random or from a checkpoint."""
+"""Building a transformers SAM (`SamModel`, `SamHQModel` or our `RobustSamModel`) for one of our
+model types, random or from a checkpoint."""
 
 from __future__ import annotations
 
@@ -12,14 +13,28 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import SamModel
+from transformers import PreTrainedModel, SamModel
 from transformers.models.sam.modeling_sam import SamPositionalEmbedding, SamVisionAttention, SamVisionEncoder
+from transformers.models.sam_hq.modeling_sam_hq import (
+    SamHQPositionalEmbedding,
+    SamHQVisionAttention,
+    SamHQVisionEncoder,
+)
 
 from garasam.errors import ConfigError
 from garasam.models.checkpoint import identify_checkpoint, load_sam_weights, tie_positional_embedding
 from garasam.models.hub import is_hub_id
 from garasam.models.hub import resolve as resolve_hub_id
-from garasam.models.registry import sam_config
+from garasam.models.mask_decoders import HQSamModel
+from garasam.models.registry import family_of, sam_config
+from garasam.models.robust_sam import RobustSamModel
+
+# the transformers class of each family (garasam.models.registry.FAMILIES)
+MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "sam": SamModel,
+    "hq": HQSamModel,
+    "robust": RobustSamModel,
+}
 
 # Weights of the `tiny` type, trained by garasam/train/pretrain_tiny.py and shipped with the package.
 TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "tiny_sam.safetensors"
@@ -32,8 +47,12 @@ def build_sam(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     pretrained: bool = True,
-) -> SamModel:
+) -> PreTrainedModel:
     """Build a SAM of `model_type` in eval mode, loading `checkpoint` if given.
+
+    `model_type` names the family and the encoder: `vit_b` (SAM), `hq_vit_b` (HQ-SAM, transformers'
+    `SamHQModel` with a fixed decoder), `robust_vit_b` (RobustSAM, `garasam.models.robust_sam.RobustSamModel`); `tiny`,
+    `hq_tiny`, `robust_tiny` are the CPU-sized versions (only `tiny` has bundled weights).
 
     `checkpoint` may be a Meta `.pth`, a transformers-layout state dict or safetensors file, or a
     save_pretrained folder (see `garasam.models.checkpoint`). Without one, `tiny` loads the bundled
@@ -59,7 +78,7 @@ def build_sam(
                 stacklevel=2,
             )
     with torch.device("meta"):
-        model = SamModel(config)
+        model = MODEL_CLASSES[family_of(model_type)](config)
     if dtype is not None:
         model.to(dtype)
     if checkpoint is None:
@@ -81,7 +100,7 @@ class _Builder:
     def __init__(self, model_type: str) -> None:
         self.model_type = model_type
 
-    def __call__(self, checkpoint: str | os.PathLike | None = None) -> SamModel:
+    def __call__(self, checkpoint: str | os.PathLike | None = None) -> PreTrainedModel:
         return build_sam(self.model_type, checkpoint)
 
     def __repr__(self) -> str:
@@ -98,16 +117,24 @@ sam_model_registry: dict[str, _Builder] = {
 def require_checkpoint(model_type: str, checkpoint: object, random_weights: bool) -> None:
     """A real SAM type without a checkpoint has random weights, and every mask it draws is meaningless:
     commands that segment or score refuse it unless the user asks for random weights (timing, tests).
-    The tiny type has bundled weights and needs none."""
+    The tiny type has bundled weights and needs none (its HQ-SAM and RobustSAM versions have none)."""
     if checkpoint is None and model_type != "tiny" and not random_weights:
+        example = _OFFICIAL_EXAMPLES[family_of(model_type)]
         raise ConfigError(
-            f"model type {model_type} needs its weights: give --checkpoint PATH (an official SAM checkpoint, "
-            "e.g. sam_vit_b_01ec64.pth); without one the model is randomly initialised and its masks mean "
+            f"model type {model_type} needs its weights: give --checkpoint PATH (an official checkpoint, "
+            f"e.g. {example}); without one the model is randomly initialised and its masks mean "
             "nothing. Add --random-weights to run it anyway (timing, tests)."
         )
 
 
-def _init_random(model: SamModel) -> None:
+_OFFICIAL_EXAMPLES = {
+    "sam": "sam_vit_b_01ec64.pth",
+    "hq": "sam_hq_vit_b.pth",
+    "robust": "robustsam_checkpoint_b.pth",
+}
+
+
+def _init_random(model: PreTrainedModel) -> None:
     """Initialise every parameter once, reproducibly under `torch.manual_seed`.
 
     Same scheme as transformers' `_init_weights` (weights with std `initializer_range`, zero biases,
@@ -123,12 +150,16 @@ def _init_random(model: SamModel) -> None:
                 draws.append(partial(module.weight.detach().uniform_, -bound, bound))
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
-            elif isinstance(module, nn.LayerNorm):
+            elif isinstance(module, nn.LayerNorm | nn.BatchNorm2d):
                 module.weight.fill_(1.0)
                 module.bias.zero_()
-            elif isinstance(module, SamPositionalEmbedding):
+                if isinstance(module, nn.BatchNorm2d):
+                    module.reset_running_stats()
+            elif isinstance(module, SamPositionalEmbedding | SamHQPositionalEmbedding):
                 draws.append(module.positional_embedding.detach().normal_)
-            elif isinstance(module, SamVisionAttention | SamVisionEncoder):
+            elif isinstance(
+                module, SamVisionAttention | SamVisionEncoder | SamHQVisionAttention | SamHQVisionEncoder
+            ):
                 for parameter in module.parameters(recurse=False):
                     parameter.zero_()
             elif next(module.parameters(recurse=False), None) is not None:

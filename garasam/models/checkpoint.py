@@ -2,7 +2,8 @@
 
 Accepted inputs (detected from the content, not the file name):
 - Meta's official `.pth` state dict (`image_encoder.*`, `prompt_encoder.*`, `mask_decoder.*`),
-  converted to the transformers layout by renaming keys;
+  converted to the transformers layout by renaming keys; HQ-SAM's (`sam_hq_vit_*.pth`) and
+  RobustSAM's (`robustsam_checkpoint_*.pth`) releases are the same layout plus their decoder parts;
 - a transformers-layout state dict, plain, wrapped as `{"model": ...}` / `{"state_dict": ...}`, or
   with DDP's `module.` prefix;
 - a Hugging Face `save_pretrained` folder (config.json + model.safetensors or pytorch_model.bin);
@@ -26,13 +27,16 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import SamConfig, SamModel
+from transformers import PreTrainedModel
 
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_path, file_sha256
 from garasam.models.registry import (
+    FAMILIES,
     MODEL_TYPES,
     architecture,
+    config_from_dict,
+    family_of,
     model_type_of_config,
     model_type_of_encoder,
     sam_config,
@@ -51,6 +55,11 @@ _MAX_LISTED_KEYS = 5
 def _by_index(names: dict[str, str]) -> Callable[[re.Match[str]], str]:
     """A replacement for `.<index>.` that maps nn.Sequential indices to transformers' module names."""
     return lambda match: f".{names[match[1]]}."
+
+
+def _sequence(first: str, norm: str, second: str) -> dict[str, str]:
+    """conv, LayerNorm2d, activation, conv: the Sequential indices 0, 1, 3 of the official heads."""
+    return {"0": first, "1": norm, "3": second}
 
 
 # Meta's key -> transformers' key, applied in order to each key (transformers' original
@@ -86,11 +95,49 @@ _META_RENAMES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
         ),
         (r"\.point_embeddings\.", ".point_embed."),
         (r"\.pe_layer\.positional_encoding_gaussian_matrix$", ".shared_embedding.positional_embedding"),
+        # HQ-SAM's decoder (transformers' SamHQMaskDecoder names)
+        (r"\.hf_token\.", ".hq_token."),
+        (r"\.hf_mlp\.", ".hq_mask_mlp."),
+        (
+            r"\.compress_vit_feat\.([013])\.",
+            _by_index(_sequence("compress_vit_conv1", "compress_vit_norm", "compress_vit_conv2")),
+        ),
+        (
+            r"\.embedding_encoder\.([013])\.",
+            _by_index(_sequence("encoder_conv1", "encoder_norm", "encoder_conv2")),
+        ),
+        (
+            r"\.embedding_maskfeature\.([013])\.",
+            _by_index(_sequence("mask_conv1", "mask_norm", "mask_conv2")),
+        ),
+        # RobustSAM's decoder (garasam.models.robust_sam names)
+        (r"\.custom_robust_token\.", ".robust_tokens."),
+        (r"\.custom_token_block\.mlp\.([02])\.", _by_index({"0": "token_block.fc1", "2": "token_block.fc2"})),
+        (r"\.fourier_first_layer_features\.", ".early_feature_block."),
+        (r"\.fourier_last_layer_features\.", ".final_feature_block."),
+        (r"\.fourier_mask_features\.", ".mask_feature_block."),
+        (
+            r"\.dnc_block_combined\.channel_attention\.excitation\.([02])\.",
+            _by_index({"0": "normalise.channel_attention.fc1", "2": "normalise.channel_attention.fc2"}),
+        ),
+        (r"\.dnc_block_combined\.SEMBlock\.maxpool_conv\.0\.", ".normalise.selective."),
+        (r"\.selective\.conv1\.", ".selective.conv_batch."),
+        (r"\.selective\.conv2\.", ".selective.conv_instance."),
+        (r"\.selective\.BN\.", ".selective.batch_norm."),
+        (r"\.selector\.fc\.0\.", ".selector.fc."),
+        (r"\.selector\.att_conv1\.", ".selector.attention_a."),
+        (r"\.selector\.att_conv2\.", ".selector.attention_b."),
+        (r"\.fgm_block\.conv_layer\.", ".fourier_conv."),
+        (r"_feature_block\.conv_layer\.", "_feature_block.fuse."),
+        (
+            r"\.(?:up|down)sample_layer\.([013])\.",
+            _by_index(_sequence("head.conv1", "head.norm", "head.conv2")),
+        ),
     )
 )
 # Meta's MLPs number their Linears layers.0..N-1; transformers names them proj_in, layers.*, proj_out.
 _META_MLP = re.compile(
-    r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+))\.layers\.(\d+)\."
+    r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+|hf_mlp|robust_mlp))\.layers\.(\d+)\."
 )
 _META_ONLY = re.compile(
     r"^image_encoder\.|\.pe_layer\.|\.mask_downscaling\.|\.output_upscaling\.|\.point_embeddings\."
@@ -98,9 +145,13 @@ _META_ONLY = re.compile(
 _META_DROPPED = ("pixel_mean", "pixel_std")  # preprocessing constants, not weights
 _ENCODER_LAYER = re.compile(r"^vision_encoder\.layers\.(\d+)\.")
 _QKV_KEY = "vision_encoder.layers.0.attn.qkv.weight"
+# A key only each family's decoder has (transformers layout), to name the family of a checkpoint.
+_FAMILY_KEYS = {"hq": "mask_decoder.hq_token.weight", "robust": "mask_decoder.robust_tokens.weight"}
 
 
-def load_sam_weights(model: SamModel, path: str | os.PathLike, model_type: str, device: torch.device) -> None:
+def load_sam_weights(
+    model: PreTrainedModel, path: str | os.PathLike, model_type: str, device: torch.device
+) -> None:
     """Fill `model` (built for `model_type`, usually on the meta device) with the weights at `path`.
 
     Tensors are cast to the model's parameter dtypes and placed on `device` one by one, then assigned
@@ -123,7 +174,7 @@ def load_sam_weights(model: SamModel, path: str | os.PathLike, model_type: str, 
     tie_positional_embedding(model)
 
 
-def tie_positional_embedding(model: SamModel) -> None:
+def tie_positional_embedding(model: PreTrainedModel) -> None:
     """Share one positional-embedding Parameter, as transformers does, when both copies agree.
 
     Materialising a meta model or assigning loaded tensors gives each module its own Parameter;
@@ -135,7 +186,7 @@ def tie_positional_embedding(model: SamModel) -> None:
         target.positional_embedding = source.positional_embedding
 
 
-def save_sam(model: SamModel, path: str | os.PathLike) -> None:
+def save_sam(model: PreTrainedModel, path: str | os.PathLike) -> None:
     """Write `model`'s weights to a safetensors file atomically, its model type in the metadata.
 
     A model with adapter layers is refused (its file would not load as SAM): save the adapters apart.
@@ -187,10 +238,10 @@ def _check_hf_folder(folder: Path, model_type: str) -> Path:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{config_file}: unreadable ({_first_line(err)})") from err
     declared = data.get("model_type") if isinstance(data, dict) else None
-    if declared != "sam":
+    if declared not in ("sam", "sam_hq"):
         raise CheckpointError(f"{config_file}: describes a {declared!r} model, not SAM")
     try:
-        config = SamConfig.from_dict(data)
+        config = config_from_dict(data)
     except Exception as err:  # transformers' strict config dataclasses raise several error types
         raise CheckpointError(f"{config_file}: not a valid SAM config ({_first_line(err)})") from err
     if architecture(config) != architecture(sam_config(model_type)):
@@ -335,8 +386,17 @@ def _check_state_dict(
     """Raise CheckpointError unless `state` has exactly the keys and shapes of `expected`."""
     encoder = _encoder_shape(state)
     spec = MODEL_TYPES[model_type]
+    family = next((name for name, key in _FAMILY_KEYS.items() if key in state), "sam")
+    if family != family_of(model_type):
+        found = model_type_of_encoder(*encoder, family) if encoder else None
+        hint = f"; build it as {found!r}" if found else ""
+        raise CheckpointError(
+            f"{path}: this checkpoint holds {FAMILIES[family][1]} (its decoder has "
+            f"{_FAMILY_KEYS.get(family, 'neither HQ-SAM nor RobustSAM parts')}), not "
+            f"{FAMILIES[family_of(model_type)][1]} ({model_type}){hint}"
+        )
     if encoder is not None and encoder != (spec.hidden_size, spec.num_hidden_layers):
-        found = model_type_of_encoder(*encoder)
+        found = model_type_of_encoder(*encoder, family)
         if found is not None:
             raise CheckpointError(
                 f"{path}: this is a {found} checkpoint (image encoder width {encoder[0]}, {encoder[1]} "

@@ -47,6 +47,12 @@ from transformers.models.sam.modeling_sam import (
     SamVisionEncoderOutput,
     SamVisionLayer,
 )
+from transformers.models.sam_hq.modeling_sam_hq import (
+    SamHQVisionAttention,
+    SamHQVisionEncoder,
+    SamHQVisionEncoderOutput,
+    SamHQVisionLayer,
+)
 
 from garasam.adapters.layers import AdapterLinear
 from garasam.errors import ConfigError
@@ -77,13 +83,17 @@ def optimize_sam(
         raise ConfigError(
             "optimize_sam: this model is already optimised; build a fresh model to change options"
         )
-    if not isinstance(encoder, SamVisionEncoder):
-        raise ConfigError(f"optimize_sam expects a transformers SamModel, got {type(model).__name__}")
-    wrong = [type(layer).__name__ for layer in encoder.layers if not isinstance(layer, SamVisionLayer)]
+    if not isinstance(encoder, SamVisionEncoder | SamHQVisionEncoder):
+        raise ConfigError(f"optimize_sam expects a transformers SAM, got {type(model).__name__}")
+    wrong = [
+        type(layer).__name__
+        for layer in encoder.layers
+        if not isinstance(layer, SamVisionLayer | SamHQVisionLayer)
+    ]
     wrong += [
         type(layer.attn).__name__
         for layer in encoder.layers
-        if not isinstance(layer.attn, SamVisionAttention)
+        if not isinstance(layer.attn, SamVisionAttention | SamHQVisionAttention)
     ]
     if wrong:
         raise ConfigError(f"optimize_sam: unexpected encoder blocks {sorted(set(wrong))}")
@@ -95,6 +105,12 @@ def optimize_sam(
     if attention == "flex" and not compiling:
         raise ConfigError("optimize_sam: attention='flex' is only fast when compiled; pass compile=True")
 
+    # HQ-SAM's and RobustSAM's decoders also read the first global block's output
+    encoder.early_block = (
+        next(i for i, layer in enumerate(encoder.layers) if layer.window_size == 0)
+        if isinstance(encoder, SamHQVisionEncoder)
+        else None
+    )
     _convert_encoder(encoder, dtype)
     for layer in encoder.layers:
         # Swapping the class (as torch.nn.utils.parametrize does) keeps the modules, their
@@ -158,6 +174,7 @@ class FastSamVisionEncoder(SamVisionEncoder):
 
     output_dtype: torch.dtype
     clone_output: bool
+    early_block: int | None
 
     def forward(  # type: ignore[override]
         self,
@@ -166,7 +183,7 @@ class FastSamVisionEncoder(SamVisionEncoder):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: object,
-    ) -> SamVisionEncoderOutput:
+    ) -> SamVisionEncoderOutput | SamHQVisionEncoderOutput:
         if pixel_values is None:
             raise ValueError("You have to specify pixel_values")
         if output_attentions or output_hidden_states:
@@ -174,19 +191,29 @@ class FastSamVisionEncoder(SamVisionEncoder):
                 "the fast SAM encoder (garasam.models.fast) returns neither attentions nor hidden states; "
                 "use a model without optimize_sam for them"
             )
-        embeddings = self.encode(pixel_values)
+        embeddings, early = self.encode(pixel_values)
         if self.clone_output:  # CUDA-graph outputs are overwritten by the next replay
             embeddings = embeddings.clone()
-        return SamVisionEncoderOutput(last_hidden_state=embeddings.to(self.output_dtype))
+            early = early.clone() if early is not None else None
+        embeddings = embeddings.to(self.output_dtype)
+        if early is None:
+            return SamVisionEncoderOutput(last_hidden_state=embeddings)
+        return SamHQVisionEncoderOutput(
+            last_hidden_state=embeddings, intermediate_embeddings=[early.to(self.output_dtype)]
+        )
 
-    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Patch embedding, blocks and neck in the encoder's dtype; the region CUDA graphs capture."""
+    def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch embedding, blocks and neck in the encoder's dtype; the region CUDA graphs capture.
+        Returns the embeddings and the first global block's output (None unless `early_block` is set)."""
         hidden = self.patch_embed(pixel_values.to(self.patch_embed.projection.weight.dtype))
         if self.pos_embed is not None:
             hidden = hidden + self.pos_embed
-        for layer in self.layers:
+        early = None
+        for index, layer in enumerate(self.layers):
             hidden = layer(hidden)
-        return self.neck(hidden)
+            if index == self.early_block:
+                early = hidden
+        return self.neck(hidden), early
 
 
 class FastSamVisionLayer(SamVisionLayer):

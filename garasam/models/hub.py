@@ -12,10 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from transformers import SamConfig
-
 from garasam.errors import CheckpointError
-from garasam.models.registry import model_type_of_config
+from garasam.models.registry import config_from_dict, model_type_name, model_type_of_config
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
@@ -59,7 +57,7 @@ def folder_model_type(folder: Path) -> str | None:
     """The model type a save_pretrained folder's config.json describes, or None."""
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return model_type_of_config(SamConfig.from_dict(data))
+        return model_type_of_config(config_from_dict(data))
     except Exception:  # no config, not JSON, not SAM: the checkpoint reader reports it properly
         return None
 
@@ -72,7 +70,17 @@ def infer_model_type(checkpoint: str | os.PathLike) -> str | None:
     path = Path(checkpoint)
     if path.is_dir():
         return folder_model_type(path)
+    if match := _OFFICIAL_NAMES.search(path.name):
+        family, size = next((name, value) for name, value in match.groupdict().items() if value)
+        return model_type_name(family, f"vit_{size}")
     from garasam.models.registry import MODEL_TYPES
 
     named = [t for t in MODEL_TYPES if t in path.name]
     return named[0] if len(named) == 1 else None
+
+
+# The released file names of the three families: sam_vit_b_01ec64.pth, sam_hq_vit_l.pth,
+# robustsam_checkpoint_h.pth (the HQ and SAM names share "vit_b", hence a pattern, not a substring).
+_OFFICIAL_NAMES = re.compile(
+    r"^(?:sam_hq_vit_(?P<hq>[blh])|sam_vit_(?P<sam>[blh])_[0-9a-f]{6}|robustsam_checkpoint_(?P<robust>[blh]))\.pth$"
+)

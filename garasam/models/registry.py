@@ -1,15 +1,20 @@
-"""SAM model types: the transformers `SamConfig` of each backbone we support.
+"""SAM model types: the transformers config of each backbone we support.
 
 `vit_b`, `vit_l`, `vit_h` are the official Segment Anything encoders; `tiny` is the same
 architecture shrunk (256 px input, 6 blocks, 2 of them global) so that CPU tests and the
 embedded demo run in seconds.
+
+Each encoder comes in three families, the paper's Table 1 baselines: SAM itself (`vit_b`), HQ-SAM
+(`hq_vit_b`: transformers' `SamHQModel`, SAM plus a high-quality output token) and RobustSAM
+(`robust_vit_b`: `garasam.models.robust_sam`, SAM plus its anti-degradation modules). All three
+share SAM's image encoder, so adapters inject into any of them alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import SamConfig
+from transformers import PretrainedConfig, SamConfig, SamHQConfig
 
 
 @dataclass(frozen=True)
@@ -26,19 +31,68 @@ class EncoderSpec:
     mlp_dim: int | None = None
 
 
-MODEL_TYPES: dict[str, EncoderSpec] = {
+ENCODERS: dict[str, EncoderSpec] = {
     "vit_b": EncoderSpec(768, 12, 12, (2, 5, 8, 11)),
     "vit_l": EncoderSpec(1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": EncoderSpec(1280, 32, 16, (7, 15, 23, 31)),
     "tiny": EncoderSpec(160, 6, 4, (2, 5), image_size=256, window_size=8, output_channels=64, mlp_dim=640),
 }
 
+# family -> (model type prefix, name in messages); SAM's types carry no prefix
+FAMILIES: dict[str, tuple[str, str]] = {
+    "sam": ("", "SAM"),
+    "hq": ("hq_", "HQ-SAM"),
+    "robust": ("robust_", "RobustSAM"),
+}
 
-def sam_config(model_type: str) -> SamConfig:
-    """Return the transformers `SamConfig` for `model_type` (no weights are touched)."""
+MODEL_TYPES: dict[str, EncoderSpec] = {
+    f"{prefix}{encoder}": spec for prefix, _ in FAMILIES.values() for encoder, spec in ENCODERS.items()
+}
+
+# RobustSAM has no transformers class: its config is SamConfig with this attribute set to "robust".
+FAMILY_ATTRIBUTE = "garasam_family"
+
+
+def family_of(model_type: str) -> str:
+    """ "sam", "hq" or "robust": which model a type builds (`hq_vit_b` -> "hq")."""
+    for family, (prefix, _) in FAMILIES.items():
+        if prefix and model_type.startswith(prefix):
+            return family
+    return "sam"
+
+
+def encoder_of(model_type: str) -> str:
+    """The image encoder of a type, its name without the family prefix (`hq_vit_b` -> `vit_b`)."""
+    return model_type.removeprefix(FAMILIES[family_of(model_type)][0])
+
+
+def model_type_name(family: str, encoder: str) -> str:
+    """The model type of `encoder` in `family` (("hq", "vit_b") -> `hq_vit_b`)."""
+    return f"{FAMILIES[family][0]}{encoder}"
+
+
+def family_of_config(config: PretrainedConfig) -> str:
+    """The family a transformers config describes (SamHQConfig -> "hq", our RobustSAM marker -> "robust")."""
+    if isinstance(config, SamHQConfig):
+        return "hq"
+    return "robust" if getattr(config, FAMILY_ATTRIBUTE, None) == "robust" else "sam"
+
+
+def config_from_dict(data: dict) -> PretrainedConfig:
+    """A config.json's content as a config of its family (`model_type` "sam" or "sam_hq")."""
+    declared = data.get("model_type")
+    if declared not in ("sam", "sam_hq"):
+        raise ValueError(f"describes a {declared!r} model, not SAM or SAM-HQ")
+    return (SamHQConfig if declared == "sam_hq" else SamConfig).from_dict(data)
+
+
+def sam_config(model_type: str) -> PretrainedConfig:
+    """Return the transformers config for `model_type` (no weights are touched): a `SamConfig`, a
+    `SamHQConfig` for HQ-SAM, a `SamConfig` marked as RobustSAM for RobustSAM."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unknown SAM model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
     spec = MODEL_TYPES[model_type]
+    family, encoder = family_of(model_type), encoder_of(model_type)
     width = spec.output_channels  # prompt encoder and mask decoder share the neck's width
     vision = dict(
         hidden_size=spec.hidden_size,
@@ -53,9 +107,13 @@ def sam_config(model_type: str) -> SamConfig:
     )
     prompt = dict(hidden_size=width, image_size=spec.image_size, patch_size=16)
     decoder = dict(hidden_size=width)
-    if model_type == "tiny":
+    if encoder == "tiny":
         decoder.update(mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=64)
-    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    if family == "hq":  # the HQ decoder reads the first global block's features (vit_dim wide)
+        decoder.update(vit_dim=spec.hidden_size)
+        return SamHQConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    extra = {FAMILY_ATTRIBUTE: "robust"} if family == "robust" else {}
+    return SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder, **extra)
 
 
 # The config fields that decide SAM's parameter shapes and forward computation; two configs that
@@ -99,15 +157,19 @@ _ARCHITECTURE_FIELDS: dict[str, tuple[str, ...]] = {
         "iou_head_hidden_dim",
         "hidden_act",
         "layer_norm_eps",
+        "vit_dim",
     ),
 }
 
 
-def architecture(config: SamConfig) -> dict[str, dict[str, object]]:
-    """The architecture-defining fields of `config`, per sub-config, in comparable form."""
+def architecture(config: PretrainedConfig) -> dict[str, dict[str, object]]:
+    """The architecture-defining fields of `config`, per sub-config, in comparable form (its family too)."""
     return {
-        part: {field: _comparable(getattr(getattr(config, part), field, None)) for field in fields}
-        for part, fields in _ARCHITECTURE_FIELDS.items()
+        "family": family_of_config(config),
+        **{
+            part: {field: _comparable(getattr(getattr(config, part), field, None)) for field in fields}
+            for part, fields in _ARCHITECTURE_FIELDS.items()
+        },
     }
 
 
@@ -115,18 +177,18 @@ def _comparable(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-def model_type_of_config(config: SamConfig) -> str | None:
+def model_type_of_config(config: PretrainedConfig) -> str | None:
     """The model type whose architecture `config` describes, or None if it matches none of ours."""
     wanted = architecture(config)
     return next((name for name in MODEL_TYPES if architecture(sam_config(name)) == wanted), None)
 
 
-def model_type_of_encoder(hidden_size: int, num_hidden_layers: int) -> str | None:
-    """The model type with this image-encoder width and depth (what a bare state dict reveals)."""
+def model_type_of_encoder(hidden_size: int, num_hidden_layers: int, family: str = "sam") -> str | None:
+    """The model type of `family` with this image-encoder width and depth (what a bare state dict reveals)."""
     return next(
         (
-            name
-            for name, spec in MODEL_TYPES.items()
+            model_type_name(family, name)
+            for name, spec in ENCODERS.items()
             if (spec.hidden_size, spec.num_hidden_layers) == (hidden_size, num_hidden_layers)
         ),
         None,

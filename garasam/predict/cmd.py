@@ -29,7 +29,7 @@ from garasam.argtypes import device, non_negative_int, output_dir, positive_int,
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
-from garasam.models.registry import MODEL_TYPES, model_type_of_config
+from garasam.models.registry import MODEL_TYPES, encoder_of, model_type_of_config
 from garasam.predict.automatic import AutomaticMaskGenerator, check_auto_size
 from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
     )
     model_type = model_type_of_config(predictor.model.config)
-    iou_default, stability_default = AUTO_THRESHOLDS.get(model_type, AUTO_THRESHOLDS["sam"])
+    encoder = encoder_of(model_type) if model_type else "custom"  # HQ-SAM / RobustSAM: their encoder's
+    iou_default, stability_default = AUTO_THRESHOLDS.get(encoder, AUTO_THRESHOLDS["sam"])
     if args.pred_iou_thresh is None:
         args.pred_iou_thresh = iou_default
     if args.stability_score_thresh is None:

@@ -24,6 +24,7 @@ from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import require_checkpoint
 from garasam.models.fast import optimize_sam
+from garasam.models.features import ImageFeatures, decode, encode_images
 from garasam.models.hub import infer_model_type
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
@@ -49,7 +50,7 @@ class GaraSamPredictor:
     def reset_image(self) -> None:
         """Forget the current image (its embedding and gate statistics)."""
         self.is_image_set = False
-        self.features: torch.Tensor | None = None
+        self.features: ImageFeatures | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self._gates: list[GateSummary] | None = None
@@ -82,15 +83,15 @@ class GaraSamPredictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         pixel_values = self.transform.preprocess(transformed_image.to(self.device)).to(self.dtype)
-        with valid_input_sizes(self.model, [self.input_size]):
-            self.features = self.model.get_image_embeddings(pixel_values)
+        with valid_input_sizes(self.model, [self.input_size]), torch.no_grad():
+            self.features = encode_images(self.model, pixel_values)
         self._gates = gate_summary(self.model, 1) or None
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
         """The current image's embedding, [1, C, h, w] (C = 256, h = w = 64 for the official models)."""
         self._require_image()
-        return self.features
+        return self.features.embeddings
 
     def gate_summary(self) -> list[GateSummary] | None:
         """GaRA / MoE gate decisions for the current image, one entry per adapter; None without gates."""
@@ -163,8 +164,9 @@ class GaraSamPredictor:
                 f"points, boxes and mask inputs disagree on the number of prompts: {sorted(sizes)}"
             )
         batch = sizes.pop() if sizes else 1
-        out = self.model(
-            image_embeddings=self.features.expand(batch, -1, -1, -1),
+        out = decode(
+            self.model,
+            self.features.expand(batch),
             input_points=None if point_coords is None else point_coords[:, None].to(self.device, self.dtype),
             input_labels=None if point_labels is None else point_labels[:, None].to(self.device, torch.int64),
             input_boxes=None if boxes is None else boxes[:, None].to(self.device, self.dtype),

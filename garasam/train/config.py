@@ -31,6 +31,7 @@ from pydantic import (
 
 from garasam.adapters.config import CONFIG_TYPES, AdapterConfig, config_from_dict
 from garasam.errors import ConfigError, GarasamError
+from garasam.models.registry import MODEL_TYPES
 
 # Keys that may change between the runs of one training (resuming a longer run, logging more often,
 # another machine) without making it another run; everything else enters the config hash.
@@ -56,7 +57,7 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    model_type: Literal["vit_b", "vit_l", "vit_h", "tiny"] = "vit_b"
+    model_type: Literal[tuple(MODEL_TYPES)] = "vit_b"  # type: ignore[valid-type]  # SAM, hq_*, robust_*
     checkpoint: str | None = (
         None  # SAM weights (Meta .pth, safetensors, HF folder); None = random / bundled tiny
     )

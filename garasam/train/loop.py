@@ -38,6 +38,7 @@ from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, GarasamError
 from garasam.io import atomic_write_text
+from garasam.models.features import decode, encode_images
 from garasam.train import checkpoint as ckpt
 from garasam.train import distributed, losses
 from garasam.train.config import TrainConfig, config_diff, dump_yaml
@@ -96,18 +97,19 @@ class PromptedSam(nn.Module):
 
     def forward(self, batch: DeviceBatch) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """The image embeddings and, per prompt group, SAM's `(pred_masks, iou_scores)`."""
-        embeddings = self.sam.vision_encoder(batch.pixel_values).last_hidden_state
+        features = encode_images(self.sam, batch.pixel_values)
         outputs = []
         for group in batch.groups:
-            out = self.sam(
-                image_embeddings=embeddings.index_select(0, group.image_index),
+            out = decode(
+                self.sam,
+                features.index_select(group.image_index),
                 input_points=group.points,
                 input_labels=group.labels,
                 input_boxes=group.boxes,
                 multimask_output=group.multimask,
             )
             outputs.append((out.pred_masks, out.iou_scores))
-        return embeddings, outputs
+        return features.embeddings, outputs
 
 
 def loss_weights(config: TrainConfig) -> losses.LossWeights:

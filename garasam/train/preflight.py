@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from garasam.errors import ConfigError
+from garasam.models.registry import encoder_of, family_of, model_type_name
 
 # GiB per image in one training step, by model type: (bf16 autocast, fp32).
 PER_IMAGE_GIB: dict[str, tuple[float, float]] = {
@@ -61,11 +62,13 @@ def available_gib(device: torch.device) -> float | None:
 
 
 def needed_gib(model_type: str, per_process_batch: int, bf16: bool, checkpointing: bool) -> float:
-    """Rough peak memory of one training process."""
-    per_image = PER_IMAGE_GIB[model_type][0 if bf16 else 1]
+    """Rough peak memory of one training process (HQ-SAM and RobustSAM count as their encoder: the
+    encoder's activations dominate, their decoders add little)."""
+    encoder = encoder_of(model_type)
+    per_image = PER_IMAGE_GIB[encoder][0 if bf16 else 1]
     if checkpointing:
         per_image *= CHECKPOINTING_FACTOR
-    return FIXED_GIB[model_type] + per_image * per_process_batch
+    return FIXED_GIB[encoder] + per_image * per_process_batch
 
 
 def plan_resources(
@@ -81,15 +84,16 @@ def plan_resources(
     need = needed_gib(model_type, per_process_batch, bf16, checkpointing)
     free = available_gib(device) if available is None else available
     if free is not None and need > free:
-        per_image = need - FIXED_GIB[model_type]
-        fits = int((free - FIXED_GIB[model_type]) / (per_image / per_process_batch))
+        fixed = FIXED_GIB[encoder_of(model_type)]
+        per_image = need - fixed
+        fits = int((free - fixed) / (per_image / per_process_batch))
         hints = [f"run.batch_size={max(fits, 1)} (per process) or less"] if fits >= 1 else []
         if not checkpointing:
             hints.append("run.activation_checkpointing=true")
         if device.type != "cuda":
             hints.append("a GPU (--device cuda)")
-        if model_type != "tiny":
-            hints.append("model.model_type=tiny for a test run")
+        if encoder_of(model_type) != "tiny":
+            hints.append(f"model.model_type={model_type_name(family_of(model_type), 'tiny')} for a test run")
         raise ConfigError(
             f"model {model_type} at batch {per_process_batch} per process needs about {need:.1f} GiB on "
             f"{device} ({'bf16' if bf16 else 'fp32'}), but only {free:.1f} GiB are available; "

@@ -123,7 +123,8 @@ def test_unknown_model_type() -> None:
 
 
 def test_model_types_are_exported() -> None:
-    assert set(MODEL_TYPES) == {"vit_b", "vit_l", "vit_h", "tiny"}
+    encoders = {"vit_b", "vit_l", "vit_h", "tiny"}
+    assert set(MODEL_TYPES) == encoders | {f"hq_{e}" for e in encoders} | {f"robust_{e}" for e in encoders}
 
 
 def test_require_checkpoint_refuses_random_real_models_unless_asked() -> None:
@@ -135,3 +136,9 @@ def test_require_checkpoint_refuses_random_real_models_unless_asked() -> None:
         require_checkpoint(model_type, None, random_weights=True)
         require_checkpoint(model_type, "sam.pth", random_weights=False)
     require_checkpoint("tiny", None, random_weights=False)  # bundled weights
+    for model_type, example in (
+        ("hq_tiny", "sam_hq_vit_b.pth"),
+        ("robust_vit_l", "robustsam_checkpoint_b.pth"),
+    ):
+        with pytest.raises(ConfigError, match=f"needs its weights: .*e.g. {example}"):
+            require_checkpoint(model_type, None, random_weights=False)  # no bundled HQ or Robust weights

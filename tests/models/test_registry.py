@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import SamModel
 
 from garasam.models import MODEL_TYPES, sam_config
-from garasam.models.registry import architecture, model_type_of_config, model_type_of_encoder
+from garasam.models.build import MODEL_CLASSES
+from garasam.models.registry import (
+    architecture,
+    encoder_of,
+    family_of,
+    model_type_name,
+    model_type_of_config,
+    model_type_of_encoder,
+)
 
 
 @pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
@@ -15,10 +22,26 @@ def test_config_and_encoder_shape_identify_the_type(model_type: str) -> None:
     config = sam_config(model_type)
     assert model_type_of_config(config) == model_type
     with torch.device("meta"):  # shapes only, no weights
-        qkv = SamModel(config).vision_encoder.layers[0].attn.qkv.weight
+        qkv = MODEL_CLASSES[family_of(model_type)](config).vision_encoder.layers[0].attn.qkv.weight
     spec = MODEL_TYPES[model_type]
     assert qkv.shape == (3 * spec.hidden_size, spec.hidden_size)
-    assert model_type_of_encoder(qkv.shape[1], config.vision_config.num_hidden_layers) == model_type
+    family = family_of(model_type)
+    assert model_type_of_encoder(qkv.shape[1], config.vision_config.num_hidden_layers, family) == model_type
+    assert model_type_name(family, encoder_of(model_type)) == model_type
+
+
+@pytest.mark.parametrize("encoder", ["vit_b", "tiny"])
+def test_the_families_share_sams_encoder_and_prompt_encoder(encoder: str) -> None:
+    """HQ-SAM and RobustSAM differ from SAM in the decoder only: the same encoder and prompt encoder
+    (adapters trained on one encoder shape fit the others), the HQ decoder told the encoder's width."""
+    sam = architecture(sam_config(encoder))
+    for family in ("hq", "robust"):
+        other = architecture(sam_config(model_type_name(family, encoder)))
+        assert other["family"] == family
+        assert other["vision_config"] == sam["vision_config"]
+        assert other["prompt_encoder_config"] == sam["prompt_encoder_config"]
+    hq = sam_config(f"hq_{encoder}").mask_decoder_config
+    assert hq.vit_dim == MODEL_TYPES[encoder].hidden_size
 
 
 @pytest.mark.parametrize(

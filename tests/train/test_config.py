@@ -43,6 +43,12 @@ def test_paper_recipe_for_vit_b() -> None:
         ("tiny_gara.yaml", GaRAConfig, lambda c, a: c.model.model_type == "tiny" and c.run.num_workers == 0),
         ("tiny_lora_r16.yaml", LoRAConfig, lambda c, a: a.rank == 16 and c.model.model_type == "tiny"),
         ("tiny_lora_r256.yaml", LoRAConfig, lambda c, a: a.rank == 256 and c.model.model_type == "tiny"),
+        ("gara_hq_vit_b.yaml", GaRAConfig, lambda c, a: c.model.model_type == "hq_vit_b" and a.r_high == 256),
+        (
+            "tiny_gara_hq.yaml",
+            GaRAConfig,
+            lambda c, a: c.model.model_type == "hq_tiny" and c.run.num_workers == 0,
+        ),
     ],
 )
 def test_shipped_recipes(recipe: str, kind: type, check) -> None:  # noqa: ANN001
@@ -53,7 +59,7 @@ def test_shipped_recipes(recipe: str, kind: type, check) -> None:  # noqa: ANN00
 
 
 def test_every_shipped_recipe_is_tested() -> None:
-    assert len(list(CONFIGS.glob("*.yaml"))) == 12
+    assert len(list(CONFIGS.glob("*.yaml"))) == 14
 
 
 def test_a_recipe_inherits_from_its_base_and_changes_only_what_it_names(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from garasam.adapters import adapter_state_dict, load_adapters
 from garasam.errors import CheckpointError, ConfigError, DataError
-from garasam.models import build_sam
+from garasam.models import build_sam, save_sam
 from garasam.models.fast import FastSamVisionEncoder
 from garasam.train import distributed, losses, train
 from garasam.train.checkpoint import list_checkpoints, read_best
@@ -305,3 +305,27 @@ def test_fast_encoder_trains_like_the_reference(make_config, tmp_path: Path, che
 def test_fast_encoder_is_off_on_cpu_by_default(make_config) -> None:
     trainer = Trainer(make_config(), CPU)
     assert not isinstance(trainer.sam.vision_encoder, FastSamVisionEncoder)
+
+
+@pytest.mark.parametrize("model_type", ["hq_tiny", "robust_tiny"])
+def test_gara_trains_on_the_other_families(make_config, tmp_path: Path, model_type: str) -> None:
+    """Issue 15: GaRA on SAM-HQ (and RobustSAM) trains, saves and loads like on SAM; the frozen decoder
+    (HQ token, robust blocks and their batch norms) does not move."""
+    torch.manual_seed(0)
+    checkpoint = tmp_path / f"{model_type}.safetensors"
+    save_sam(build_sam(model_type), checkpoint)
+    trainer = Trainer(
+        make_config(f"model.model_type={model_type}", f"model.checkpoint='{checkpoint}'", "run.max_steps=3"),
+        CPU,
+    )
+    before = {k: v.clone() for k, v in trainer.sam.state_dict().items()}
+    adapter_keys = set(adapter_state_dict(trainer.sam))
+    result = trainer.run()
+    after = trainer.sam.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k not in adapter_keys)
+    assert any(not torch.equal(after[k], before[k]) for k in adapter_keys if ".lora_B" in k)
+    recorded = json.loads((result.adapters_dir / "adapter_config.json").read_text())["backbone"]
+    assert recorded["model_type"] == model_type
+    model = load_adapters(build_sam(model_type, checkpoint), result.adapters_dir)
+    state = adapter_state_dict(model)
+    assert all(torch.equal(state[k], after[k]) for k in state)
