@@ -4,8 +4,15 @@
         --model frozen=none --model gara=runs/gara/adapters --out runs/eval
 
 Every `--model NAME=ADAPTERS` is the same base SAM (`--model-type`/`--checkpoint`, default the bundled tiny
-model) with the adapters of that folder loaded (`none` = the frozen SAM). Under `torchrun` the images
-are split over the processes and rank 0 writes the report.
+model) with the adapters of that folder loaded (`none` = the frozen SAM). `--model NAME=TYPE:CHECKPOINT`
+(optionally `:ADAPTERS`) brings its own backbone, e.g. the paper's Table 1 baselines:
+
+    garasam eval --data robustseg:data/test --model sam=vit_b:sam_vit_b_01ec64.pth \
+        --model hqsam=hq_vit_b:sam_hq_vit_b.pth --model robustsam=robust_vit_b:robustsam_checkpoint_b.pth \
+        --model gara=vit_b:sam_vit_b_01ec64.pth:runs/gara/adapters --out runs/table1
+
+Every model sees the same images, degradations and prompts. Under `torchrun` the images are split over
+the processes and rank 0 writes the report.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ import copy
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from garasam.argtypes import device, non_negative_int, output_dir, positive_int, resolve_device
 from garasam.errors import ConfigError
+from garasam.eval.paper import PAPER_TABLES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,9 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         action="append",
-        metavar="NAME=ADAPTERS",
-        help="a model to compare: NAME=none (frozen SAM) or NAME=<adapters folder>; repeatable "
-        "(default: frozen=none)",
+        metavar="NAME=SPEC",
+        help="a model to compare, repeatable (default: frozen=none). SPEC: none (the --model-type/--checkpoint "
+        "SAM), ADAPTERS (that SAM with an adapters folder), TYPE:CHECKPOINT (another backbone, e.g. "
+        "hq_vit_b:sam_hq_vit_b.pth or robust_vit_b:robustsam_checkpoint_b.pth; CHECKPOINT none = bundled "
+        "or random weights) or TYPE:CHECKPOINT:ADAPTERS",
     )
     parser.add_argument(
         "--adapters",
@@ -61,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "short for --model frozen=none --model NAME=DIR",
     )
     parser.add_argument(
-        "--model-type", dest="sam", help="SAM backbone: vit_b, vit_l, vit_h or tiny (default tiny)"
+        "--model-type",
+        dest="sam",
+        help="backbone of the models given as none or ADAPTERS: vit_b, vit_l, vit_h, tiny, or hq_*/robust_* "
+        "(default tiny)",
     )
     parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
     parser.add_argument(
@@ -110,6 +124,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images on the qualitative sheets (default 3, 0 = none)",
     )
     parser.add_argument(
+        "--paper",
+        choices=sorted(PAPER_TABLES),
+        help="add the paper's published numbers for this test set beside ours in summary.md "
+        "(lvis: Table 1, ViT-B; bdd_lis, acdc: the real-degradation table, ViT-L, box)",
+    )
+    parser.add_argument(
         "--example-degradations",
         help="comma-separated degradations on the sheets (default: three spread over the suite)",
     )
@@ -131,29 +151,59 @@ def model_specs(models: list[str] | None, adapters: list[Path] | None) -> list[s
     return specs
 
 
-def parse_model_specs(specs: Sequence[str]) -> dict[str, Path | None]:
-    """`NAME=none` or `NAME=<adapters folder>` -> {name: folder or None}, in the given order."""
-    models: dict[str, Path | None] = {}
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a comparison: a backbone (None: the run's --model-type/--checkpoint) and adapters."""
+
+    model_type: str | None = None
+    checkpoint: str | None = None
+    adapters: Path | None = None
+
+
+_SPEC_FORMS = "NAME=none, NAME=ADAPTERS, NAME=TYPE:CHECKPOINT or NAME=TYPE:CHECKPOINT:ADAPTERS"
+
+
+def parse_model_specs(specs: Sequence[str]) -> dict[str, ModelSpec]:
+    """`--model` values -> {name: ModelSpec}, in the given order (see `add_arguments` for the forms)."""
+    from garasam.models import MODEL_TYPES
+
+    models: dict[str, ModelSpec] = {}
     for spec in specs:
         name, sep, value = spec.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name or not value:
-            raise ConfigError(f"--model {spec!r}: expected NAME=none or NAME=<adapters folder>")
+            raise ConfigError(f"--model {spec!r}: expected {_SPEC_FORMS}")
         if name in models:
             raise ConfigError(f"--model {spec!r}: the name {name!r} is used twice")
-        models[name] = None if value.lower() == "none" else Path(value)
+        head, colon, rest = value.partition(":")
+        if not colon:
+            models[name] = ModelSpec(adapters=None if value.lower() == "none" else Path(value))
+            continue
+        if head not in MODEL_TYPES:
+            raise ConfigError(
+                f"--model {spec!r}: {head!r} is not a model type (one of {', '.join(MODEL_TYPES)}); "
+                f"expected {_SPEC_FORMS}"
+            )
+        checkpoint, _, adapters = rest.partition(":")
+        if not checkpoint.strip():
+            raise ConfigError(f"--model {spec!r}: no checkpoint after {head}: (write none for no checkpoint)")
+        models[name] = ModelSpec(
+            head,
+            None if checkpoint.strip().lower() == "none" else checkpoint.strip(),
+            Path(adapters.strip()) if adapters.strip() else None,
+        )
     return models
 
 
 def warn_training_overlap(
-    specs: dict[str, Path | None], info: dict[str, dict[str, Any]], dataset: Any, max_images: int | None
+    specs: Mapping[str, ModelSpec], info: dict[str, dict[str, Any]], dataset: Any, max_images: int | None
 ) -> None:
     """Warn (and record in the report) when adapters were trained on some of the evaluated images."""
     from garasam.data.provenance import overlap, read_training_data
 
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for name, folder in specs.items():
-        record = None if folder is None else read_training_data(folder)
+    for name, spec in specs.items():
+        record = None if spec.adapters is None else read_training_data(spec.adapters)
         if record is None:
             continue
         seen = overlap(record, (dataset.image_path(i) for i in range(count)))
@@ -171,25 +221,52 @@ def warn_training_overlap(
 
 
 def build_models(
-    specs: dict[str, Path | None],
+    specs: Mapping[str, ModelSpec | Path | None],
     sam: str | None,
     checkpoint: str | None,
     device: str,
     fast: bool | None = None,
     random_weights: bool = False,
 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
-    """One SAM per entry, all from the same base weights, each with its adapters loaded.
+    """One model per entry, each with its adapters loaded. Entries without a backbone of their own (a
+    bare adapters folder or None) share the run's base SAM (`sam`, `checkpoint`); every backbone is
+    read once and copied for each further model on it.
 
     `fast` (default: on for CUDA) switches each encoder to `garasam.models.fast.optimize_sam`.
 
     Adapters made for another backbone are refused by `load_adapters` with a CheckpointError.
     """
     from garasam.adapters import load_adapters, read_adapter_config
-    from garasam.models import MODEL_TYPES, build_sam
-    from garasam.models.build import require_checkpoint
     from garasam.models.fast import optimize_sam
+
+    specs = {name: s if isinstance(s, ModelSpec) else ModelSpec(adapters=s) for name, s in specs.items()}
+    backbones = {name: _backbone(spec, sam, checkpoint) for name, spec in specs.items()}
+    users = {key: [name for name in specs if backbones[name] == key] for key in backbones.values()}
+    bases = {key: _build_backbone(key, random_weights, device) for key in users}
+    models: dict[str, nn.Module] = {}
+    info: dict[str, dict[str, Any]] = {}
+    use_fast = fast if fast is not None else str(device).startswith("cuda")
+    for name, spec in specs.items():
+        key = backbones[name]
+        model = bases[key] if name == users[key][-1] else copy.deepcopy(bases[key])
+        info[name] = {"adapters_dir": None if spec.adapters is None else str(spec.adapters)}
+        if spec.adapters is not None:
+            load_adapters(model, spec.adapters)
+            info[name]["adapter_file"] = read_adapter_config(spec.adapters)
+        if use_fast:
+            optimize_sam(model)  # after the adapters are in, so they are fused too
+        info[name]["fast_path"] = use_fast
+        models[name] = model
+    return models, info
+
+
+def _backbone(spec: ModelSpec, sam: str | None, checkpoint: str | None) -> tuple[str, str | None]:
+    """(model type, checkpoint) a model is built from: its own, or the run's --model-type/--checkpoint."""
+    from garasam.models import MODEL_TYPES
     from garasam.models.hub import infer_model_type
 
+    if spec.model_type is not None:
+        return spec.model_type, spec.checkpoint
     model_type = sam or ("tiny" if checkpoint is None else infer_model_type(checkpoint))
     if model_type is None:
         raise ConfigError(
@@ -197,23 +274,16 @@ def build_models(
         )
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"--model-type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
+    return model_type, checkpoint
+
+
+def _build_backbone(key: tuple[str, str | None], random_weights: bool, device: str) -> nn.Module:
+    from garasam.models import build_sam
+    from garasam.models.build import require_checkpoint
+
+    model_type, checkpoint = key
     require_checkpoint(model_type, checkpoint, random_weights)
-    base = build_sam(model_type, checkpoint, device=device)
-    models: dict[str, nn.Module] = {}
-    info: dict[str, dict[str, Any]] = {}
-    names = list(specs)
-    for name in names:
-        model = base if name == names[-1] else copy.deepcopy(base)
-        adapters = specs[name]
-        info[name] = {"adapters_dir": None if adapters is None else str(adapters)}
-        if adapters is not None:
-            load_adapters(model, adapters)
-            info[name]["adapter_file"] = read_adapter_config(adapters)
-        if fast if fast is not None else str(device).startswith("cuda"):
-            optimize_sam(model)  # after the adapters are in, so they are fused too
-        info[name]["fast_path"] = bool(fast if fast is not None else str(device).startswith("cuda"))
-        models[name] = model
-    return models, info
+    return build_sam(model_type, checkpoint, device=device)
 
 
 def _severities(value: str | None) -> list[int] | None:
@@ -283,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_name=args.data,
         )
         if rank == 0:
+            results.config["paper"] = args.paper
             written = write_report(results, args.out)
             print("\n".join(headline_table(results)))
             print(

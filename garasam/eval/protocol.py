@@ -44,6 +44,7 @@ from garasam.eval.metrics import (
     mask_boundary,
     mask_metrics,
 )
+from garasam.models.features import ImageFeatures, decode, encode_images
 from garasam.models.registry import model_type_of_config
 
 PROMPT_KINDS: tuple[PromptKind, ...] = ("point", "box")
@@ -535,27 +536,29 @@ def _worker_init(_: int) -> None:
 
 
 def _decode(
-    model: nn.Module, embeddings: torch.Tensor, prompts: Sequence[Sequence[Prompt]]
+    model: nn.Module, features: ImageFeatures, prompts: Sequence[Sequence[Prompt]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Low-res logits [B, N, h, w] and SAM's predicted IoU [B, N] of each: N same-kind prompts for each
-    of B image embeddings, one decoder call.
+    of B images' features, one decoder call.
 
     Boxes use `multimask_output=False`; a single point is ambiguous, so points use the multimask
     output and keep the mask with the highest predicted IoU (SAM's recommendation).
     """
-    device = embeddings.device
+    device = features.device
     if prompts[0][0].kind == "box":
         boxes = np.stack([np.stack([p.box for p in view]) for view in prompts])
-        out = model(
-            image_embeddings=embeddings,
+        out = decode(
+            model,
+            features,
             input_boxes=torch.from_numpy(boxes).float().to(device),
             multimask_output=False,
         )
         return out.pred_masks[:, :, 0], out.iou_scores[:, :, 0]
     points = np.stack([np.stack([p.points for p in view]) for view in prompts])
     labels = np.stack([np.stack([p.labels for p in view]) for view in prompts])
-    out = model(
-        image_embeddings=embeddings,
+    out = decode(
+        model,
+        features,
         input_points=torch.from_numpy(points).float().to(device),
         input_labels=torch.from_numpy(labels).to(device),
         multimask_output=True,
@@ -568,7 +571,7 @@ def _decode(
 
 def predict_masks(
     model: nn.Module,
-    embeddings: torch.Tensor,
+    features: ImageFeatures,
     prompts: Sequence[Sequence[Prompt]],
     input_size: tuple[int, int],
     original_size: tuple[int, int],
@@ -577,7 +580,7 @@ def predict_masks(
     """Binary masks [B, N, H, W] at the original size, thresholded at logit 0, and SAM's predicted IoU
     [B, N] of each.
 
-    `embeddings` [B, ...] are B views of one size with N input-frame prompts of one kind each. The
+    `features` hold B views of one size with N input-frame prompts of one kind each. The
     decoder sees up to MAX_PROMPTS_PER_CALL prompts per call: several views at once when they have
     few objects, a view's prompts in slices when it has many.
     """
@@ -589,8 +592,8 @@ def predict_masks(
         slices, scores = [], []
         for p in range(0, count, prompts_per_call):
             part = [view[p : p + prompts_per_call] for view in prompts[v : v + views_per_call]]
-            logits, iou = _decode(model, embeddings[v : v + views_per_call], part)
-            with torch.autocast(embeddings.device.type, enabled=False):  # upsample in float32
+            logits, iou = _decode(model, features[v : v + views_per_call], part)
+            with torch.autocast(features.device.type, enabled=False):  # upsample in float32
                 slices.append(transform.postprocess_masks(logits.float(), input_size, original_size) > 0)
             scores.append(iou.float())
         results.append(torch.cat(slices, dim=1))
@@ -636,8 +639,8 @@ def _score_views(
         for kind in kinds
     }
     for name, model in models.items():
-        with autocast, valid_input_sizes(model, [view.input_size for view in views]):
-            embeddings = model.get_image_embeddings(pixels)
+        with autocast, valid_input_sizes(model, [view.input_size for view in views]), torch.no_grad():
+            features = encode_images(model, pixels)
         _record_gates(name, model, views, gates)
         for kind in kinds:
             for group in _decoder_groups(views, kind):
@@ -645,7 +648,7 @@ def _score_views(
                 with autocast:
                     predictions, predicted = predict_masks(
                         model,
-                        embeddings[group],
+                        features[group],
                         [views[j].sam_prompts[kind] for j in group],
                         first.input_size,
                         first.original_size,

@@ -212,6 +212,15 @@ def summary_markdown(results: Results) -> str:
             ]
     lines += ["## Headline (paper layout)", ""]
     lines += headline_table(results)
+    if config.get("paper"):
+        from garasam.eval.paper import paper_comparison
+
+        def ours(model: str, prompt: str, split: str) -> str:
+            if prompt not in results.prompts:
+                return "-"
+            return _pct((results.degrade if split == "degr" else results.clear)(model, prompt), "iou")
+
+        lines += ["", *paper_comparison(config["paper"], results.models, ours)]
 
     lines += ["", "## All metrics", ""]
     header = ["model", "prompt", "split", *(METRIC_LABELS[m] for m in METRICS), "objects"]

@@ -12,7 +12,7 @@ from garasam import cli
 from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
 from garasam.data.synthetic import write_scenes
 from garasam.errors import ConfigError
-from garasam.eval.cmd import parse_model_specs
+from garasam.eval.cmd import ModelSpec, parse_model_specs
 from tests.eval.conftest import tiny_sam
 
 pytestmark = pytest.mark.filterwarnings("ignore:the bundled tiny SAM weights")
@@ -84,7 +84,10 @@ def test_adapters_of_another_backbone_are_refused(dataset: Path, tmp_path: Path,
 
 
 def test_model_specs_and_option_errors(dataset: Path, tmp_path: Path, capsys) -> None:
-    assert parse_model_specs(["frozen=none", "g=runs/a"]) == {"frozen": None, "g": Path("runs/a")}
+    assert parse_model_specs(["frozen=none", "g=runs/a"]) == {
+        "frozen": ModelSpec(),
+        "g": ModelSpec(adapters=Path("runs/a")),
+    }
     for bad in (["frozen"], ["=none"], ["a=none", "a=none"]):
         with pytest.raises(ConfigError, match="--model"):
             parse_model_specs(bad)
