@@ -12,11 +12,16 @@ that raises when built.
 from __future__ import annotations
 
 import types
-from functools import partial
 
-import torch
-
-from tests.official_sam import TINY, TORCHVISION_STAND_IN, missing, randomise, stand_ins
+from tests.official_sam import (
+    TINY,
+    TORCHVISION_STAND_IN,
+    missing,
+    randomise,
+    stand_ins,
+    tiny_decoder_numbers,
+    tiny_parts,
+)
 
 
 class _NoDropPath:
@@ -38,61 +43,23 @@ with stand_ins({**TORCHVISION_STAND_IN, **(_TIMM_STAND_IN if missing("timm") els
 __all__ = ["hq", "hq_registry", "official_tiny_hq", "official_tiny_robust", "robust", "robust_registry"]
 
 
-def _parts(package: types.ModuleType) -> dict[str, object]:
-    """The image encoder, prompt encoder and decoder transformer shared by both packages' SAMs."""
-    embedding = TINY["image_size"] // TINY["patch_size"]
-    return {
-        "image_encoder": package.ImageEncoderViT(
-            img_size=TINY["image_size"],
-            patch_size=TINY["patch_size"],
-            embed_dim=TINY["embed_dim"],
-            depth=TINY["depth"],
-            num_heads=TINY["num_heads"],
-            mlp_ratio=4,
-            out_chans=TINY["out_chans"],
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=TINY["window_size"],
-            global_attn_indexes=TINY["global_attn_indexes"],
-        ),
-        "prompt_encoder": package.PromptEncoder(
-            embed_dim=TINY["out_chans"],
-            image_embedding_size=(embedding, embedding),
-            input_image_size=(TINY["image_size"], TINY["image_size"]),
-            mask_in_chans=TINY["mask_in_chans"],
-        ),
-        "transformer": package.TwoWayTransformer(
-            depth=TINY["decoder_depth"],
-            embedding_dim=TINY["out_chans"],
-            mlp_dim=TINY["decoder_mlp_dim"],
-            num_heads=TINY["decoder_heads"],
-        ),
-    }
-
-
-def _decoder_numbers() -> dict[str, object]:
-    return {
-        "num_multimask_outputs": 3,
-        "transformer_dim": TINY["out_chans"],
-        "iou_head_depth": TINY["iou_head_depth"],
-        "iou_head_hidden_dim": TINY["iou_head_hidden_dim"],
-        "vit_dim": TINY["embed_dim"],
-    }
-
-
 def official_tiny_hq() -> hq.Sam:
     """The official HQ-SAM with the `tiny` numbers, every tensor random."""
-    parts = _parts(hq)
-    decoder = hq.MaskDecoderHQ(transformer=parts.pop("transformer"), **_decoder_numbers())
+    parts = tiny_parts(hq)
+    decoder = hq.MaskDecoderHQ(
+        transformer=parts.pop("transformer"), vit_dim=TINY["embed_dim"], **tiny_decoder_numbers()
+    )
     return randomise(hq.Sam(mask_decoder=decoder, **parts))
 
 
 def official_tiny_robust() -> robust.Sam:
     """The official RobustSAM with the `tiny` numbers, every tensor random. Its decoder reads an
     `opt` object it never uses (the training script's options); any object will do."""
-    parts = _parts(robust)
+    parts = tiny_parts(robust)
     decoder = robust.MaskDecoder(
-        opt=types.SimpleNamespace(), transformer=parts.pop("transformer"), **_decoder_numbers()
+        opt=types.SimpleNamespace(),
+        transformer=parts.pop("transformer"),
+        vit_dim=TINY["embed_dim"],
+        **tiny_decoder_numbers(),
     )
     return randomise(robust.Sam(mask_decoder=decoder, **parts))

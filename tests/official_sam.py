@@ -34,6 +34,8 @@ __all__ = [
     "randomise",
     "sam_model_registry",
     "stand_ins",
+    "tiny_decoder_numbers",
+    "tiny_parts",
 ]
 
 _TORCHVISION_USES: dict[str, dict[str, object]] = {
@@ -80,9 +82,10 @@ def missing(module: str) -> bool:
 
 TORCHVISION_STAND_IN = _TORCHVISION_USES if missing("torchvision") else {}
 with stand_ins(TORCHVISION_STAND_IN):
+    import segment_anything.modeling
     from segment_anything import SamPredictor
     from segment_anything.build_sam import sam_model_registry
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, Sam
 
 # The `tiny` architecture written out literally, so that the parity test also checks that
 # garasam's transformers config describes the same network (test_official_parity.py).
@@ -106,17 +109,12 @@ PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-def official_tiny_sam() -> Sam:
-    """The official SAM with the `tiny` numbers and every tensor random (zero-init ones included),
-    so that a key that was dropped or mis-mapped during conversion changes the outputs.
-
-    The std is twice 1/sqrt(fan_in) so that attention is far from uniform: then replacing any single
-    tensor moves the outputs by more than 10x the parity tolerance (measured for all 231 tensors but
-    the attention key biases, which softmax ignores by construction).
-    """
+def tiny_parts(modeling: types.ModuleType) -> dict[str, torch.nn.Module]:
+    """The image encoder, prompt encoder and decoder transformer of a `segment_anything`-style
+    `modeling` package (SAM's, HQ-SAM's, RobustSAM's) with the `tiny` numbers."""
     embedding = TINY["image_size"] // TINY["patch_size"]
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
+    return {
+        "image_encoder": modeling.ImageEncoderViT(
             img_size=TINY["image_size"],
             patch_size=TINY["patch_size"],
             embed_dim=TINY["embed_dim"],
@@ -127,31 +125,45 @@ def official_tiny_sam() -> Sam:
             qkv_bias=True,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             use_rel_pos=True,
-            rel_pos_zero_init=False,
             window_size=TINY["window_size"],
             global_attn_indexes=TINY["global_attn_indexes"],
         ),
-        prompt_encoder=PromptEncoder(
+        "prompt_encoder": modeling.PromptEncoder(
             embed_dim=TINY["out_chans"],
             image_embedding_size=(embedding, embedding),
             input_image_size=(TINY["image_size"], TINY["image_size"]),
             mask_in_chans=TINY["mask_in_chans"],
         ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=TINY["decoder_depth"],
-                embedding_dim=TINY["out_chans"],
-                mlp_dim=TINY["decoder_mlp_dim"],
-                num_heads=TINY["decoder_heads"],
-            ),
-            transformer_dim=TINY["out_chans"],
-            iou_head_depth=TINY["iou_head_depth"],
-            iou_head_hidden_dim=TINY["iou_head_hidden_dim"],
+        "transformer": modeling.TwoWayTransformer(
+            depth=TINY["decoder_depth"],
+            embedding_dim=TINY["out_chans"],
+            mlp_dim=TINY["decoder_mlp_dim"],
+            num_heads=TINY["decoder_heads"],
         ),
-        pixel_mean=list(PIXEL_MEAN),
-        pixel_std=list(PIXEL_STD),
-    )
+    }
+
+
+def tiny_decoder_numbers() -> dict[str, int]:
+    """The mask decoder's `tiny` numbers, as the official constructors name them."""
+    return {
+        "num_multimask_outputs": 3,
+        "transformer_dim": TINY["out_chans"],
+        "iou_head_depth": TINY["iou_head_depth"],
+        "iou_head_hidden_dim": TINY["iou_head_hidden_dim"],
+    }
+
+
+def official_tiny_sam() -> Sam:
+    """The official SAM with the `tiny` numbers and every tensor random (zero-init ones included),
+    so that a key that was dropped or mis-mapped during conversion changes the outputs.
+
+    The std is twice 1/sqrt(fan_in) so that attention is far from uniform: then replacing any single
+    tensor moves the outputs by more than 10x the parity tolerance (measured for all 231 tensors but
+    the attention key biases, which softmax ignores by construction).
+    """
+    parts = tiny_parts(segment_anything.modeling)
+    decoder = MaskDecoder(transformer=parts.pop("transformer"), **tiny_decoder_numbers())
+    sam = Sam(mask_decoder=decoder, pixel_mean=list(PIXEL_MEAN), pixel_std=list(PIXEL_STD), **parts)
     return randomise(sam)
 
 
