@@ -30,6 +30,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	# their dependencies: they ask for torchvision (and HQ-SAM's TinyViT for timm), which serve code the
 	# tests never call, and torchvision's wheel would replace our torch (tests/official_baselines.py).
 	$(BIN)/pip install -q --no-deps "segment-anything-hq==0.3" "robust-segment-anything==1.0.0"
+	# The official SAM 2.1 (tests/models/test_sam2.py), an sdist: built against our torch, without its CUDA
+	# extension (image mode does not use it) and without torchvision/iopath (tests/official_sam2.py).
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-deps --no-build-isolation "sam2==1.1.0"
 	bash scripts/install_chromium.sh
 	touch $@
 

@@ -14,10 +14,15 @@ from typing import Any, ClassVar, Literal
 
 from garasam.errors import ConfigError
 
-# The fused qkv Linear of every image-encoder block, in transformers' SamModel
-# (`vision_encoder.layers.N.attn.qkv`) and in the official `segment_anything` Sam
-# (`image_encoder.blocks.N.attn.qkv`).
-QKV_TARGETS = r"(^|\.)(vision_encoder\.layers|image_encoder\.blocks)\.\d+\.attn\.qkv$"
+# The fused qkv Linear of every image-encoder block: transformers' SAM (`vision_encoder.layers.N.attn.qkv`)
+# and SAM 2 (`vision_encoder.backbone.blocks.N.attn.qkv`), the official `segment_anything` Sam
+# (`image_encoder.blocks.N.attn.qkv`) and `sam2` (`image_encoder.trunk.blocks.N.attn.qkv`).
+QKV_TARGETS = (
+    r"(^|\.)(vision_encoder\.layers|vision_encoder\.backbone\.blocks|image_encoder\.blocks"
+    r"|image_encoder\.trunk\.blocks)\.\d+\.attn\.qkv$"
+)
+# The default before SAM 2: the same layers of every SAM 1 model; folders that store it read as the above.
+LEGACY_QKV_TARGETS = r"(^|\.)(vision_encoder\.layers|image_encoder\.blocks)\.\d+\.attn\.qkv$"
 # Ablation preset: qkv plus both MLP Linears of every block.
 QKV_MLP_TARGETS = (
     r"(^|\.)(vision_encoder\.layers|image_encoder\.blocks)\.\d+\.(attn\.qkv|mlp\.lin1|mlp\.lin2)$"
@@ -187,6 +192,8 @@ def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown {kind} adapter config key(s): {', '.join(unknown)}")
+    if data.get("target_modules") == LEGACY_QKV_TARGETS:
+        data["target_modules"] = QKV_TARGETS
     return cls(**data)
 
 

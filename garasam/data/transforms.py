@@ -2,7 +2,8 @@
 
 SAM sees an image resized so its longest side is `image_size` (PIL bilinear, antialiased, as
 `segment_anything.utils.transforms.ResizeLongestSide`), normalised, and zero-padded bottom/right to a
-square. Images stay uint8 until `preprocess`, so degradations can run on the resized batch first.
+square. SAM 2 (`square=True`) stretches the image to the square instead, as its `SAM2Transforms` do,
+and resizes its mask logits straight back to the original size. Images stay uint8 until `preprocess`.
 Prompts and masks are mapped into the same resized frame; `postprocess_masks` maps logits back.
 """
 
@@ -39,12 +40,14 @@ class SamBatch:
 
 
 class SamTransform:
-    """Resize-longest-side, normalise and pad for a SAM whose encoder takes `image_size` x `image_size`."""
+    """Resize-longest-side, normalise and pad for a SAM whose encoder takes `image_size` x `image_size`
+    (`square`: stretch to the square, SAM 2's geometry; `garasam.models.features.input_geometry`)."""
 
-    def __init__(self, image_size: int = 1024) -> None:
+    def __init__(self, image_size: int = 1024, square: bool = False) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         self.image_size = int(image_size)
+        self.square = bool(square)
 
     @staticmethod
     def get_preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -53,6 +56,8 @@ class SamTransform:
         return int(height * scale + 0.5), int(width * scale + 0.5)
 
     def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        if self.square:
+            return self.image_size, self.image_size
         return self.get_preprocess_shape(original_size[0], original_size[1], self.image_size)
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
@@ -155,6 +160,9 @@ class SamTransform:
         """Logits [..., h', w'] -> logits [..., H, W]: upsample to S x S, crop the image, resize (SAM's recipe)."""
         leading = low_res_logits.shape[:-2]
         logits = low_res_logits.reshape(-1, 1, *low_res_logits.shape[-2:]).float()
+        if self.square:  # SAM 2: the low-res logits cover the whole (stretched) image
+            logits = F.interpolate(logits, tuple(original_size), mode="bilinear", align_corners=False)
+            return logits.reshape(*leading, *logits.shape[-2:])
         logits = F.interpolate(
             logits, (self.image_size, self.image_size), mode="bilinear", align_corners=False
         )

@@ -237,7 +237,7 @@ def build_models(
     Adapters made for another backbone are refused by `load_adapters` with a CheckpointError.
     """
     from garasam.adapters import load_adapters, read_adapter_config
-    from garasam.models.fast import optimize_sam
+    from garasam.models.fast import optimize_sam, supports_fast_path
 
     specs = {name: s if isinstance(s, ModelSpec) else ModelSpec(adapters=s) for name, s in specs.items()}
     backbones = {name: _backbone(spec, sam, checkpoint) for name, spec in specs.items()}
@@ -253,9 +253,10 @@ def build_models(
         if spec.adapters is not None:
             load_adapters(model, spec.adapters)
             info[name]["adapter_file"] = read_adapter_config(spec.adapters)
-        if use_fast:
+        fast_here = use_fast and supports_fast_path(model)  # SAM 2.1: transformers' encoder as it is
+        if fast_here:
             optimize_sam(model)  # after the adapters are in, so they are fused too
-        info[name]["fast_path"] = use_fast
+        info[name]["fast_path"] = fast_here
         models[name] = model
     return models, info
 

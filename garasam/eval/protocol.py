@@ -44,7 +44,7 @@ from garasam.eval.metrics import (
     mask_boundary,
     mask_metrics,
 )
-from garasam.models.features import ImageFeatures, decode, encode_images
+from garasam.models.features import ImageFeatures, decode, encode_images, input_geometry
 from garasam.models.registry import model_type_of_config
 
 PROMPT_KINDS: tuple[PromptKind, ...] = ("point", "box")
@@ -433,11 +433,11 @@ class _ViewSource(torch.utils.data.Dataset):
         prompts: Sequence[PromptKind],
         source: Source,
         seed: int,
-        image_size: int,
+        transform: SamTransform,
         batch_size: int,
     ) -> None:
         self.dataset, self.shard, self.suite, self.prompts = dataset, list(shard), suite, tuple(prompts)
-        self.source, self.seed, self.transform = source, seed, SamTransform(image_size)
+        self.source, self.seed, self.transform = source, seed, transform
         self.chunks = [list(conditions[i : i + batch_size]) for i in range(0, len(conditions), batch_size)]
         self.readers: dict[Condition, tuple[Any, dict[str, int]]] = {}
         if source == "disk":
@@ -721,11 +721,18 @@ def _autocast(precision: Precision, device: torch.device) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def _image_size(models: Mapping[str, nn.Module]) -> int:
-    sizes = {name: int(model.config.vision_config.image_size) for name, model in models.items()}
-    if len(set(sizes.values())) != 1:
-        raise ConfigError(f"models compared together must share the SAM input size, got {sizes}")
-    return next(iter(sizes.values()))
+def _geometry(models: Mapping[str, nn.Module]) -> tuple[int, bool]:
+    """The input geometry every model shares (identical views for all); mixed ones are refused."""
+    geometries = {name: input_geometry(model) for name, model in models.items()}
+    if len(set(geometries.values())) != 1:
+        described = {
+            name: f"{side} px, {'stretched to the square (SAM 2)' if square else 'longest side, padded'}"
+            for name, (side, square) in geometries.items()
+        }
+        raise ConfigError(
+            f"models compared together must share the input size and geometry (identical views for all), got {described}"
+        )
+    return next(iter(geometries.values()))
 
 
 def _gather(payload: Any, world: int) -> list[Any]:
@@ -792,8 +799,8 @@ def evaluate(
     conditions = plan_conditions(suite, severities, degradations)
     device = torch.device(device)
     autocast = _autocast(precision, device)
-    image_size = _image_size(models)
-    transform = SamTransform(image_size)
+    image_size, square = _geometry(models)
+    transform = SamTransform(image_size, square)
     rank, world = rank_and_world()
     total = len(dataset) if max_images is None else min(len(dataset), max_images)
     shard = range(rank, total, world)
@@ -804,7 +811,7 @@ def evaluate(
         model.eval().to(device)
     torch.manual_seed(seed)  # only the random-gating ablation draws at inference
 
-    views = _ViewSource(dataset, shard, conditions, suite, kinds, source, seed, image_size, batch_size)
+    views = _ViewSource(dataset, shard, conditions, suite, kinds, source, seed, transform, batch_size)
     loader = torch.utils.data.DataLoader(
         views,
         batch_size=None,
@@ -877,6 +884,7 @@ def evaluate(
         "workers": workers,
         "world_size": world,
         "image_size": image_size,
+        "input_geometry": "stretched to the square (SAM 2)" if square else "longest side, zero padded",
         "dilation_ratio": dilation_ratio,
         "threshold": "logit > 0 at the original resolution",
         "point_prompt": "most interior point (distance-transform maximum), multimask, highest predicted IoU",

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, SamModel
+from transformers import PreTrainedModel, Sam2Model, SamModel
 from transformers.models.sam.modeling_sam import SamPositionalEmbedding, SamVisionAttention, SamVisionEncoder
+from transformers.models.sam2.modeling_sam2 import Sam2HieraDetModel, Sam2PositionalEmbedding
 from transformers.models.sam_hq.modeling_sam_hq import (
     SamHQPositionalEmbedding,
     SamHQVisionAttention,
@@ -34,6 +35,7 @@ MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
     "sam": SamModel,
     "hq": HQSamModel,
     "robust": RobustSamModel,
+    "sam2": Sam2Model,
 }
 
 # Weights of the `tiny` type, trained by garasam/train/pretrain_tiny.py and shipped with the package.
@@ -155,8 +157,15 @@ def _init_random(model: PreTrainedModel) -> None:
                 module.bias.zero_()
                 if isinstance(module, nn.BatchNorm2d):
                     module.reset_running_stats()
-            elif isinstance(module, SamPositionalEmbedding | SamHQPositionalEmbedding):
+            elif isinstance(
+                module, SamPositionalEmbedding | SamHQPositionalEmbedding | Sam2PositionalEmbedding
+            ):
                 draws.append(module.positional_embedding.detach().normal_)
+            elif isinstance(
+                module, Sam2HieraDetModel | Sam2Model
+            ):  # Hiera's position tables, SAM 2's no-memory embedding
+                for parameter in module.parameters(recurse=False):
+                    draws.append(partial(parameter.detach().uniform_, -bound, bound))
             elif isinstance(
                 module, SamVisionAttention | SamVisionEncoder | SamHQVisionAttention | SamHQVisionEncoder
             ):

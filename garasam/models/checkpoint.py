@@ -37,10 +37,12 @@ from garasam.models.registry import (
     architecture,
     config_from_dict,
     family_of,
+    family_of_config,
     model_type_of_config,
     model_type_of_encoder,
     sam_config,
 )
+from garasam.models.sam2 import from_meta_sam2, is_meta_sam2
 
 # transformers ties the prompt encoder's positional embedding to the model-level one; files carry
 # either key or both (save_pretrained drops the second, Meta's conversion yields the second).
@@ -143,10 +145,15 @@ _META_ONLY = re.compile(
     r"^image_encoder\.|\.pe_layer\.|\.mask_downscaling\.|\.output_upscaling\.|\.point_embeddings\."
 )
 _META_DROPPED = ("pixel_mean", "pixel_std")  # preprocessing constants, not weights
-_ENCODER_LAYER = re.compile(r"^vision_encoder\.layers\.(\d+)\.")
-_QKV_KEY = "vision_encoder.layers.0.attn.qkv.weight"
-# A key only each family's decoder has (transformers layout), to name the family of a checkpoint.
-_FAMILY_KEYS = {"hq": "mask_decoder.hq_token.weight", "robust": "mask_decoder.robust_tokens.weight"}
+# The encoder blocks and the first block's qkv: SAM 1's ViT, SAM 2's Hiera (transformers layout).
+_ENCODER_LAYER = re.compile(r"^vision_encoder\.(?:layers|backbone\.blocks)\.(\d+)\.")
+_QKV_KEYS = ("vision_encoder.layers.0.attn.qkv.weight", "vision_encoder.backbone.blocks.0.attn.qkv.weight")
+# A key only each family's model has (transformers layout), to name the family of a checkpoint.
+_FAMILY_KEYS = {
+    "hq": "mask_decoder.hq_token.weight",
+    "robust": "mask_decoder.robust_tokens.weight",
+    "sam2": "no_memory_embedding",
+}
 
 
 def load_sam_weights(
@@ -178,8 +185,11 @@ def tie_positional_embedding(model: PreTrainedModel) -> None:
     """Share one positional-embedding Parameter, as transformers does, when both copies agree.
 
     Materialising a meta model or assigning loaded tensors gives each module its own Parameter;
-    a checkpoint whose two copies differ keeps both, like transformers' own loader.
+    a checkpoint whose two copies differ keeps both, like transformers' own loader. SAM 2's two copies
+    are separate buffers in transformers (its save_pretrained refuses them shared): left apart.
     """
+    if family_of_config(model.config) == "sam2":
+        return
     source = model.shared_image_embedding
     target = model.prompt_encoder.shared_embedding
     if torch.equal(source.positional_embedding, target.positional_embedding):
@@ -238,7 +248,7 @@ def _check_hf_folder(folder: Path, model_type: str) -> Path:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{config_file}: unreadable ({_first_line(err)})") from err
     declared = data.get("model_type") if isinstance(data, dict) else None
-    if declared not in ("sam", "sam_hq"):
+    if declared not in ("sam", "sam_hq", "sam2"):
         raise CheckpointError(f"{config_file}: describes a {declared!r} model, not SAM")
     try:
         config = config_from_dict(data)
@@ -348,13 +358,15 @@ def _flat_tensors(loaded: object, path: Path) -> dict[str, torch.Tensor]:
 
 def _to_hf_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename Meta keys to transformers' and fill in the tied positional-embedding key."""
-    if any(_META_ONLY.search(key) for key in state):
+    if is_meta_sam2(state):
+        state = from_meta_sam2(state)
+    elif any(_META_ONLY.search(key) for key in state):
         state = _from_meta_layout(state)
     source, target = TIED_POSITIONAL_KEYS
     if source in state and target not in state:
-        state[target] = state[source]
+        state[target] = state[source].clone()  # a copy: SAM 2 keeps the two apart (tie_positional_embedding)
     elif target in state and source not in state:
-        state[source] = state[target]
+        state[source] = state[target].clone()
     return state
 
 
@@ -391,8 +403,8 @@ def _check_state_dict(
         found = model_type_of_encoder(*encoder, family) if encoder else None
         hint = f"; build it as {found!r}" if found else ""
         raise CheckpointError(
-            f"{path}: this checkpoint holds {FAMILIES[family][1]} (its decoder has "
-            f"{_FAMILY_KEYS.get(family, 'neither HQ-SAM nor RobustSAM parts')}), not "
+            f"{path}: this checkpoint holds {FAMILIES[family][1]} (it has "
+            f"{_FAMILY_KEYS.get(family, 'no HQ-SAM, RobustSAM or SAM 2 part')}), not "
             f"{FAMILIES[family_of(model_type)][1]} ({model_type}){hint}"
         )
     if encoder is not None and encoder != (spec.hidden_size, spec.num_hidden_layers):
@@ -423,7 +435,7 @@ def _check_state_dict(
 
 def _encoder_shape(state: Mapping[str, torch.Tensor]) -> tuple[int, int] | None:
     """(width, depth) of the image encoder in a transformers-layout state dict, if it has one."""
-    qkv = state.get(_QKV_KEY)
+    qkv = next((state[key] for key in _QKV_KEYS if key in state), None)
     layers = {int(match[1]) for key in state if (match := _ENCODER_LAYER.match(key))}
     if qkv is None or qkv.ndim != 2 or not layers:
         return None

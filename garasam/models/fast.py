@@ -136,6 +136,12 @@ def optimize_sam(
     return model
 
 
+def supports_fast_path(model: nn.Module) -> bool:
+    """Whether `optimize_sam` applies: SAM 1's ViT encoders (SAM, HQ-SAM, RobustSAM). SAM 2.1 runs
+    transformers' Hiera encoder as it is (SDPA attention; bf16 through autocast)."""
+    return isinstance(getattr(model, "vision_encoder", None), SamVisionEncoder | SamHQVisionEncoder)
+
+
 def auto_attention(layer: SamVisionLayer) -> str:
     """The attention kernel "auto" gives a block: "bias" for windowed blocks, "fold" for global ones."""
     return "bias" if layer.window_size > 0 else "fold"

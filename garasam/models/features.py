@@ -1,8 +1,9 @@
-"""Image features and the mask decoder call, the same for SAM, HQ-SAM and RobustSAM.
+"""Image features, the mask decoder call and the input geometry, the same for every family.
 
 SAM's decoder reads the image embeddings only; HQ-SAM's and RobustSAM's also read the output of the
-image encoder's first global-attention block. Training, evaluation and prediction encode an image
-once and decode many prompts against it, so they carry both as one `ImageFeatures`.
+image encoder's first global-attention block; SAM 2.1's reads two higher-resolution FPN maps (after
+its decoder's 1x1 projections). Training, evaluation and prediction encode an image once and decode
+many prompts against it, so they carry these as one `ImageFeatures`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class ImageFeatures:
     RobustSAM, the first global block's output `[B, H, W, D]` (empty for SAM)."""
 
     embeddings: torch.Tensor
-    intermediate: tuple[torch.Tensor, ...] = ()
+    intermediate: tuple[torch.Tensor, ...] = ()  # SAM 2.1: the two high-resolution maps, finest first
 
     def map(self, function: Callable[[torch.Tensor], torch.Tensor]) -> ImageFeatures:
         """The same features with `function` applied to every tensor (index, expand, move)."""
@@ -44,22 +45,44 @@ class ImageFeatures:
         return self.map(lambda tensor: tensor.expand(batch, *tensor.shape[1:]))
 
 
-def needs_intermediate(model: PreTrainedModel) -> bool:
-    """Whether the model's decoder reads the first global block's output (HQ-SAM, RobustSAM)."""
-    return family_of_config(model.config) != "sam"
-
-
 def encode_images(model: PreTrainedModel, pixel_values: torch.Tensor) -> ImageFeatures:
     """Run the image encoder (with gradients if enabled: training calls this too)."""
+    family = family_of_config(model.config)
+    if family == "sam2":
+        return _encode_sam2(model, pixel_values)
     output = model.vision_encoder(pixel_values)
-    if not needs_intermediate(model):
+    if family == "sam":
         return ImageFeatures(output.last_hidden_state)
     return ImageFeatures(output.last_hidden_state, (output.intermediate_embeddings[0],))
+
+
+def _encode_sam2(model: PreTrainedModel, pixel_values: torch.Tensor) -> ImageFeatures:
+    """SAM 2's image path as `Sam2Model.get_image_embeddings` runs it, without its no_grad: the FPN maps
+    (the two finer ones projected by the decoder), the no-memory embedding added to the coarsest."""
+    maps = model.get_image_features(pixel_values).fpn_hidden_states  # each [h * w, B, C]
+    maps = [*maps[:-1], maps[-1] + model.no_memory_embedding]
+    batch = pixel_values.shape[0]
+    maps = [
+        m.permute(1, 2, 0).reshape(batch, -1, *size)
+        for m, size in zip(maps, model.backbone_feature_sizes, strict=True)
+    ]
+    return ImageFeatures(maps[-1], tuple(maps[:-1]))
 
 
 def decode(model: PreTrainedModel, features: ImageFeatures, **prompts: object) -> object:
     """The model's forward on precomputed features: `prompts` are the transformers arguments
     (`input_points`, `input_labels`, `input_boxes`, `input_masks`, `multimask_output`, and for HQ-SAM
     `hq_token_only`). Returns transformers' output (`pred_masks`, `iou_scores`)."""
+    if family_of_config(model.config) == "sam2":
+        return model(image_embeddings=[*features.intermediate, features.embeddings], **prompts)
     extra = {"intermediate_embeddings": list(features.intermediate)} if features.intermediate else {}
     return model(image_embeddings=features.embeddings, **extra, **prompts)
+
+
+def input_geometry(model: PreTrainedModel) -> tuple[int, bool]:
+    """(input side, square): the model's input is `side` x `side` pixels; SAM 1's families keep the
+    aspect ratio (longest side, zero padding), SAM 2 stretches the image to the square (`square`)."""
+    config = model.config
+    if family_of_config(config) == "sam2":
+        return int(config.prompt_encoder_config.image_size), True
+    return int(config.vision_config.image_size), False

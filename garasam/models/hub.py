@@ -72,6 +72,8 @@ def infer_model_type(checkpoint: str | os.PathLike) -> str | None:
         return folder_model_type(path)
     if match := _OFFICIAL_NAMES.search(path.name):
         family, size = next((name, value) for name, value in match.groupdict().items() if value)
+        if family == "sam2":
+            return f"sam2.1_hiera_{_SAM2_SIZES[size]}"
         return model_type_name(family, f"vit_{size}")
     from garasam.models.registry import MODEL_TYPES
 
@@ -79,8 +81,11 @@ def infer_model_type(checkpoint: str | os.PathLike) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-# The released file names of the three families: sam_vit_b_01ec64.pth, sam_hq_vit_l.pth,
-# robustsam_checkpoint_h.pth (the HQ and SAM names share "vit_b", hence a pattern, not a substring).
+# The released file names of the families: sam_vit_b_01ec64.pth, sam_hq_vit_l.pth,
+# robustsam_checkpoint_h.pth, sam2.1_hiera_base_plus.pt (the HQ and SAM names share "vit_b", hence a
+# pattern, not a substring).
 _OFFICIAL_NAMES = re.compile(
-    r"^(?:sam_hq_vit_(?P<hq>[blh])|sam_vit_(?P<sam>[blh])_[0-9a-f]{6}|robustsam_checkpoint_(?P<robust>[blh]))\.pth$"
+    r"^(?:sam_hq_vit_(?P<hq>[blh])\.pth|sam_vit_(?P<sam>[blh])_[0-9a-f]{6}\.pth|robustsam_checkpoint_(?P<robust>[blh])\.pth"
+    r"|sam2\.1_hiera_(?P<sam2>tiny|small|base_plus|large)\.pt)$"
 )
+_SAM2_SIZES = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}

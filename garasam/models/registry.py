@@ -8,13 +8,18 @@ Each encoder comes in three families, the paper's Table 1 baselines: SAM itself 
 (`hq_vit_b`: transformers' `SamHQModel`, SAM plus a high-quality output token) and RobustSAM
 (`robust_vit_b`: `garasam.models.robust_sam`, SAM plus its anti-degradation modules). All three
 share SAM's image encoder, so adapters inject into any of them alike.
+
+SAM 2.1 (`sam2.1_hiera_t` ... `sam2.1_hiera_l`, `sam2.1_mini`; `garasam.models.sam2`) is a fourth
+family with its own (Hiera) encoders.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import PretrainedConfig, SamConfig, SamHQConfig
+from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig
+
+from garasam.models.sam2 import SAM2_TYPES, HieraSpec, sam2_architecture, sam2_config
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,14 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "sam": ("", "SAM"),
     "hq": ("hq_", "HQ-SAM"),
     "robust": ("robust_", "RobustSAM"),
+    "sam2": ("sam2.1_", "SAM 2.1"),
 }
+# the families built on SAM 1's ViT encoders (ENCODERS); SAM 2.1 has its own (SAM2_TYPES)
+VIT_FAMILIES = ("sam", "hq", "robust")
 
-MODEL_TYPES: dict[str, EncoderSpec] = {
-    f"{prefix}{encoder}": spec for prefix, _ in FAMILIES.values() for encoder, spec in ENCODERS.items()
+MODEL_TYPES: dict[str, EncoderSpec | HieraSpec] = {
+    **{f"{FAMILIES[f][0]}{encoder}": spec for f in VIT_FAMILIES for encoder, spec in ENCODERS.items()},
+    **SAM2_TYPES,
 }
 
 # RobustSAM has no transformers class: its config is SamConfig with this attribute set to "robust".
@@ -54,7 +63,7 @@ FAMILY_ATTRIBUTE = "garasam_family"
 
 
 def family_of(model_type: str) -> str:
-    """ "sam", "hq" or "robust": which model a type builds (`hq_vit_b` -> "hq")."""
+    """ "sam", "hq", "robust" or "sam2": which model a type builds (`hq_vit_b` -> "hq")."""
     for family, (prefix, _) in FAMILIES.items():
         if prefix and model_type.startswith(prefix):
             return family
@@ -75,15 +84,18 @@ def family_of_config(config: PretrainedConfig) -> str:
     """The family a transformers config describes (SamHQConfig -> "hq", our RobustSAM marker -> "robust")."""
     if isinstance(config, SamHQConfig):
         return "hq"
+    if isinstance(config, Sam2Config):
+        return "sam2"
     return "robust" if getattr(config, FAMILY_ATTRIBUTE, None) == "robust" else "sam"
 
 
 def config_from_dict(data: dict) -> PretrainedConfig:
     """A config.json's content as a config of its family (`model_type` "sam" or "sam_hq")."""
     declared = data.get("model_type")
-    if declared not in ("sam", "sam_hq"):
-        raise ValueError(f"describes a {declared!r} model, not SAM or SAM-HQ")
-    return (SamHQConfig if declared == "sam_hq" else SamConfig).from_dict(data)
+    classes = {"sam": SamConfig, "sam_hq": SamHQConfig, "sam2": Sam2Config}
+    if declared not in classes:
+        raise ValueError(f"describes a {declared!r} model, not SAM, SAM-HQ or SAM 2")
+    return classes[declared].from_dict(data)
 
 
 def sam_config(model_type: str) -> PretrainedConfig:
@@ -91,8 +103,10 @@ def sam_config(model_type: str) -> PretrainedConfig:
     `SamHQConfig` for HQ-SAM, a `SamConfig` marked as RobustSAM for RobustSAM."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unknown SAM model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
-    spec = MODEL_TYPES[model_type]
     family, encoder = family_of(model_type), encoder_of(model_type)
+    if family == "sam2":
+        return sam2_config(model_type)
+    spec = ENCODERS[encoder]
     width = spec.output_channels  # prompt encoder and mask decoder share the neck's width
     vision = dict(
         hidden_size=spec.hidden_size,
@@ -162,8 +176,10 @@ _ARCHITECTURE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def architecture(config: PretrainedConfig) -> dict[str, dict[str, object]]:
+def architecture(config: PretrainedConfig) -> dict[str, object]:
     """The architecture-defining fields of `config`, per sub-config, in comparable form (its family too)."""
+    if family_of_config(config) == "sam2":
+        return sam2_architecture(config)
     return {
         "family": family_of_config(config),
         **{
@@ -187,9 +203,10 @@ def model_type_of_encoder(hidden_size: int, num_hidden_layers: int, family: str 
     """The model type of `family` with this image-encoder width and depth (what a bare state dict reveals)."""
     return next(
         (
-            model_type_name(family, name)
-            for name, spec in ENCODERS.items()
-            if (spec.hidden_size, spec.num_hidden_layers) == (hidden_size, num_hidden_layers)
+            name
+            for name, spec in MODEL_TYPES.items()
+            if family_of(name) == family
+            and (spec.hidden_size, spec.num_hidden_layers) == (hidden_size, num_hidden_layers)
         ),
         None,
     )

@@ -23,8 +23,8 @@ from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import require_checkpoint
-from garasam.models.fast import optimize_sam
-from garasam.models.features import ImageFeatures, decode, encode_images
+from garasam.models.fast import optimize_sam, supports_fast_path
+from garasam.models.features import ImageFeatures, decode, encode_images, input_geometry
 from garasam.models.hub import infer_model_type
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
@@ -35,7 +35,7 @@ class GaraSamPredictor:
 
     def __init__(self, model: SamModel) -> None:
         self.model = model.eval()
-        self.transform = SamTransform(model.config.vision_config.image_size)
+        self.transform = SamTransform(*input_geometry(model))
         self.mask_threshold = 0.0
         self.reset_image()
 
@@ -227,7 +227,7 @@ def from_pretrained(
     model = build_sam(resolved, checkpoint, device=device)
     if adapters_dir is not None:
         load_adapters(model, adapters_dir)
-    if fast if fast is not None else torch.device(device).type == "cuda":
+    if (fast if fast is not None else torch.device(device).type == "cuda") and supports_fast_path(model):
         optimize_sam(model)
     return GaraSamPredictor(model)
 

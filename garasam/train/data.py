@@ -230,8 +230,8 @@ class TrainDataset(Dataset):
 class TrainCollate:
     """DataLoader collate: resize and pad with SamTransform in the worker (picklable)."""
 
-    def __init__(self, image_size: int) -> None:
-        self.transform = SamTransform(image_size)
+    def __init__(self, image_size: int, square: bool = False) -> None:
+        self.transform = SamTransform(image_size, square)
 
     def __call__(self, items: list[TrainItem]) -> TrainBatch:
         return TrainBatch(

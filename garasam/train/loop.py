@@ -38,7 +38,7 @@ from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, GarasamError
 from garasam.io import atomic_write_text
-from garasam.models.features import decode, encode_images
+from garasam.models.features import decode, encode_images, input_geometry
 from garasam.train import checkpoint as ckpt
 from garasam.train import distributed, losses
 from garasam.train.config import TrainConfig, config_diff, dump_yaml
@@ -184,11 +184,17 @@ def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> 
     their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
     """
     from garasam.adapters import FullFinetuneConfig, adapter_config
-    from garasam.models.fast import optimize_sam
+    from garasam.models.fast import optimize_sam, supports_fast_path
 
     if isinstance(adapter_config(sam), FullFinetuneConfig):
         if enabled:
             raise ConfigError("run.fast_encoder=true casts the frozen encoder; full fine-tuning trains it")
+        return
+    if not supports_fast_path(sam):
+        if enabled:
+            raise ConfigError(
+                "run.fast_encoder=true: the fast encoder is SAM 1's (ViT); SAM 2.1 runs transformers' own"
+            )
         return
     device = next(sam.parameters()).device
     if enabled or (enabled is None and device.type == "cuda"):
@@ -299,14 +305,14 @@ class Trainer:
         # Model: SAM frozen, adapters injected, all before DDP sees it.
         torch.manual_seed(run.seed)
         self.sam = build_model(config, self.device)
-        image_size = self.sam.config.vision_config.image_size
-        self.transform = SamTransform(image_size)
+        geometry = input_geometry(self.sam)  # (side, square): SAM 2 stretches, SAM 1 pads
+        self.transform = SamTransform(*geometry)
         self.loader = DataLoader(
             self.dataset,
             batch_size=self.sampler.per_rank,
             sampler=self.sampler,
             num_workers=workers,
-            collate_fn=TrainCollate(image_size),
+            collate_fn=TrainCollate(*geometry),
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
             worker_init_fn=_ignore_signals if workers > 0 else None,

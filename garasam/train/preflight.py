@@ -25,6 +25,15 @@ PER_IMAGE_GIB: dict[str, tuple[float, float]] = {
     "vit_h": (8.5, 14.0),
 }
 FIXED_GIB = {"tiny": 0.2, "vit_b": 1.5, "vit_l": 3.0, "vit_h": 5.0}  # weights, workspace
+# SAM 2.1's Hiera encoders, not measured: each counts as the ViT of about its cost (Meta's parameter
+# counts: t 39 M, s 46 M, b+ 81 M, l 224 M; vit_b 94 M, vit_l 312 M), erring high.
+_HIERA_AS_VIT = {
+    "hiera_t": "vit_b",
+    "hiera_s": "vit_b",
+    "hiera_b+": "vit_b",
+    "hiera_l": "vit_l",
+    "mini": "tiny",
+}
 CHECKPOINTING_FACTOR = 0.4  # activation checkpointing keeps about this share of the activations
 
 
@@ -61,10 +70,16 @@ def available_gib(device: torch.device) -> float | None:
         return None
 
 
+def _memory_class(model_type: str) -> str:
+    """The row of the tables above a model type uses (HQ-SAM and RobustSAM: their encoder's)."""
+    encoder = encoder_of(model_type)
+    return _HIERA_AS_VIT.get(encoder, encoder) if family_of(model_type) == "sam2" else encoder
+
+
 def needed_gib(model_type: str, per_process_batch: int, bf16: bool, checkpointing: bool) -> float:
     """Rough peak memory of one training process (HQ-SAM and RobustSAM count as their encoder: the
     encoder's activations dominate, their decoders add little)."""
-    encoder = encoder_of(model_type)
+    encoder = _memory_class(model_type)
     per_image = PER_IMAGE_GIB[encoder][0 if bf16 else 1]
     if checkpointing:
         per_image *= CHECKPOINTING_FACTOR
@@ -84,7 +99,7 @@ def plan_resources(
     need = needed_gib(model_type, per_process_batch, bf16, checkpointing)
     free = available_gib(device) if available is None else available
     if free is not None and need > free:
-        fixed = FIXED_GIB[encoder_of(model_type)]
+        fixed = FIXED_GIB[_memory_class(model_type)]
         per_image = need - fixed
         fits = int((free - fixed) / (per_image / per_process_batch))
         hints = [f"run.batch_size={max(fits, 1)} (per process) or less"] if fits >= 1 else []
@@ -92,8 +107,13 @@ def plan_resources(
             hints.append("run.activation_checkpointing=true")
         if device.type != "cuda":
             hints.append("a GPU (--device cuda)")
-        if encoder_of(model_type) != "tiny":
-            hints.append(f"model.model_type={model_type_name(family_of(model_type), 'tiny')} for a test run")
+        if _memory_class(model_type) != "tiny":
+            small = (
+                "sam2.1_mini"
+                if family_of(model_type) == "sam2"
+                else model_type_name(family_of(model_type), "tiny")
+            )
+            hints.append(f"model.model_type={small} for a test run")
         raise ConfigError(
             f"model {model_type} at batch {per_process_batch} per process needs about {need:.1f} GiB on "
             f"{device} ({'bf16' if bf16 else 'fp32'}), but only {free:.1f} GiB are available; "

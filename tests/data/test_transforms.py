@@ -99,3 +99,22 @@ def test_apply_masks_and_collate() -> None:
     assert batch.meta[1]["image_id"] == "s"
     with pytest.raises(ValueError, match="2 masks but 1 prompts"):
         transform.collate([Sample(image, masks, {})], [prompts[:1]])
+
+
+def test_sam2_geometry_stretches_to_the_square_and_resizes_logits_straight_back() -> None:
+    """SAM 2's SAM2Transforms: resize to S x S whatever the aspect ratio, prompts scaled per axis, the
+    low-res logits resized directly to the original size."""
+    transform = SamTransform(64, square=True)
+    image = random_image(30, 120)
+    assert transform.resize_image(image).shape == (3, 64, 64)
+    point = transform.apply_coords(np.array([[60.0, 15.0]]), (30, 120))
+    np.testing.assert_allclose(point, [[32.0, 32.0]])
+    masks = transform.apply_masks(np.ones((1, 30, 120), dtype=bool), (30, 120))
+    assert masks.shape == (1, 64, 64) and bool(masks.all())
+    pixels = transform.preprocess(transform.resize_image(image)[None])
+    assert pixels.shape == (1, 3, 64, 64)
+    logits = torch.randn(1, 16, 16)
+    expected = torch.nn.functional.interpolate(logits[None], (30, 120), mode="bilinear", align_corners=False)[
+        0
+    ]
+    torch.testing.assert_close(transform.postprocess_masks(logits, (64, 64), (30, 120)), expected)

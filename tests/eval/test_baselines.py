@@ -177,3 +177,42 @@ def test_an_unknown_paper_table_is_refused(setup: dict[str, Path], tmp_path: Pat
     assert cli.main(argv) == 2
     assert "argument --paper: invalid choice: 'coco'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_sam2_evaluates_with_its_own_geometry_and_refuses_mixing(
+    setup: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    """Issue 16: a SAM 2.1 backbone and GaRA on it in one run; SAM 2 stretches the image to the square,
+    so it cannot share views with SAM 1 models and a mixed run is refused by name."""
+    torch.manual_seed(0)
+    save_sam(build_sam("sam2.1_mini"), tmp_path / "sam2.safetensors")
+    adapted = inject_adapters(
+        build_sam("sam2.1_mini", tmp_path / "sam2.safetensors"), GaRAConfig(r_low=4, r_high=8)
+    )
+    save_adapters(adapted, tmp_path / "gara2")
+    base = [
+        "eval",
+        "--data",
+        f"robustseg:{setup['data']}",
+        "--only",
+        "fog",
+        "--examples",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    spec = f"sam2.1_mini:{tmp_path / 'sam2.safetensors'}"
+    argv = [*base, "--model", f"sam2={spec}", "--model", f"gara2={spec}:{tmp_path / 'gara2'}"]
+    assert cli.main([*argv, "--out", str(tmp_path / "ok")]) == 0
+    data = json.loads((tmp_path / "ok" / "results.json").read_text())
+    assert data["config"]["input_geometry"] == "stretched to the square (SAM 2)"
+    assert data["models"]["gara2"]["backbone"]["model_type"] == "sam2.1_mini"
+    iou = {(r["model"], r["degradation"], r["prompt"]): r["iou"] for r in data["results"]}
+    assert iou[("sam2", "fog", "box")] == iou[("gara2", "fog", "box")]  # zero-initialised adapters
+    assert (
+        cli.main([*base, "--model", "sam=none", "--model", f"sam2={spec}", "--out", str(tmp_path / "mixed")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "must share the input size and geometry" in err and "stretched to the square (SAM 2)" in err
+    assert not (tmp_path / "mixed").exists()

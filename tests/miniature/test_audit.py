@@ -42,7 +42,9 @@ def _train_batch(scene, degradation: str = "clean"):
 
 
 def _eval_view(scene, condition=CLEAN_CONDITION):
-    source = _ViewSource([scene], [0], [condition], "robustseg", ["point", "box"], "fly", 0, SIZE, 8)
+    source = _ViewSource(
+        [scene], [0], [condition], "robustseg", ["point", "box"], "fly", 0, SamTransform(SIZE), 8
+    )
     return source[0].views[0]
 
 
@@ -103,7 +105,9 @@ def test_a_degradation_is_the_same_in_training_and_evaluation(name) -> None:
     assert item.degradation == name
     train = to_device(TrainCollate(SIZE)([item]), SamTransform(SIZE), "single_point", torch.device("cpu"))
 
-    source = _ViewSource([big], [0], [Condition(name, 1)], "robustseg", ["box"], "fly", 0, SIZE, 8)
+    source = _ViewSource(
+        [big], [0], [Condition(name, 1)], "robustseg", ["box"], "fly", 0, SamTransform(SIZE), 8
+    )
     view = source[0].views[0]
     # Evaluation's function, fed the training sample's seed (evaluation draws its own from the image id).
     degradation = get_suite_member(name)

@@ -124,7 +124,11 @@ def test_unknown_model_type() -> None:
 
 def test_model_types_are_exported() -> None:
     encoders = {"vit_b", "vit_l", "vit_h", "tiny"}
-    assert set(MODEL_TYPES) == encoders | {f"hq_{e}" for e in encoders} | {f"robust_{e}" for e in encoders}
+    sam2 = {"sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "sam2.1_mini"}
+    assert (
+        set(MODEL_TYPES)
+        == encoders | {f"hq_{e}" for e in encoders} | {f"robust_{e}" for e in encoders} | sam2
+    )
 
 
 def test_require_checkpoint_refuses_random_real_models_unless_asked() -> None:

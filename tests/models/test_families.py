@@ -62,18 +62,18 @@ def test_our_safetensors_round_trip(model_type: str, tmp_path: Path, pixels: tor
         (
             "hq_tiny",
             "tiny",
-            "holds HQ-SAM (its decoder has mask_decoder.hq_token.weight), not SAM (tiny); build it as 'hq_tiny'",
+            "holds HQ-SAM (it has mask_decoder.hq_token.weight), not SAM (tiny); build it as 'hq_tiny'",
         ),
         ("hq_tiny", "robust_tiny", "holds HQ-SAM"),
         (
             "robust_tiny",
             "hq_tiny",
-            "holds RobustSAM (its decoder has mask_decoder.robust_tokens.weight), not HQ-SAM",
+            "holds RobustSAM (it has mask_decoder.robust_tokens.weight), not HQ-SAM",
         ),
         (
             "tiny",
             "robust_tiny",
-            "holds SAM (its decoder has neither HQ-SAM nor RobustSAM parts), not RobustSAM",
+            "holds SAM (it has no HQ-SAM, RobustSAM or SAM 2 part), not RobustSAM",
         ),
     ],
 )

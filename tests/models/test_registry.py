@@ -22,11 +22,13 @@ def test_config_and_encoder_shape_identify_the_type(model_type: str) -> None:
     config = sam_config(model_type)
     assert model_type_of_config(config) == model_type
     with torch.device("meta"):  # shapes only, no weights
-        qkv = MODEL_CLASSES[family_of(model_type)](config).vision_encoder.layers[0].attn.qkv.weight
+        encoder = MODEL_CLASSES[family_of(model_type)](config).vision_encoder
+    blocks = encoder.backbone.blocks if family_of(model_type) == "sam2" else encoder.layers
+    qkv = blocks[0].attn.qkv.weight
     spec = MODEL_TYPES[model_type]
     assert qkv.shape == (3 * spec.hidden_size, spec.hidden_size)
     family = family_of(model_type)
-    assert model_type_of_encoder(qkv.shape[1], config.vision_config.num_hidden_layers, family) == model_type
+    assert model_type_of_encoder(qkv.shape[1], len(blocks), family) == model_type
     assert model_type_name(family, encoder_of(model_type)) == model_type
 
 

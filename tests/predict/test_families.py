@@ -1,4 +1,4 @@
-"""Prediction on HQ-SAM and RobustSAM: the predictor, `garasam predict` and the web page's models."""
+"""Prediction on HQ-SAM, RobustSAM and SAM 2.1: the predictor, `garasam predict` and the web page."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from garasam.predict import from_pretrained
 from garasam.predict.web import UserPrompt, WebApp
 
 
-@pytest.fixture(scope="module", params=["hq_tiny", "robust_tiny"])
+@pytest.fixture(scope="module", params=["hq_tiny", "robust_tiny", "sam2.1_mini"])
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp(request.param) / f"{request.param}.safetensors"
@@ -44,7 +44,8 @@ def test_the_predictor_gives_the_models_masks(family: tuple[str, Path], image: P
     )
     assert masks.shape == (1, 90, 140) and scores.shape == (1,)
     box = predictor.transform.apply_boxes(np.array([[10, 10, 100, 80]]), (90, 140))
-    assert len(predictor.features.intermediate) == 1  # the first global block's output, kept with the image
+    # kept with the image: the first global block's output (HQ-SAM, RobustSAM), the two fine maps (SAM 2)
+    assert len(predictor.features.intermediate) == (2 if model_type.startswith("sam2") else 1)
     with torch.inference_mode():
         direct = decode(
             predictor.model,

@@ -59,7 +59,7 @@ def test_shipped_recipes(recipe: str, kind: type, check) -> None:  # noqa: ANN00
 
 
 def test_every_shipped_recipe_is_tested() -> None:
-    assert len(list(CONFIGS.glob("*.yaml"))) == 14
+    assert len(list(CONFIGS.glob("*.yaml"))) == 16
 
 
 def test_a_recipe_inherits_from_its_base_and_changes_only_what_it_names(tmp_path: Path) -> None:

@@ -307,10 +307,10 @@ def test_fast_encoder_is_off_on_cpu_by_default(make_config) -> None:
     assert not isinstance(trainer.sam.vision_encoder, FastSamVisionEncoder)
 
 
-@pytest.mark.parametrize("model_type", ["hq_tiny", "robust_tiny"])
+@pytest.mark.parametrize("model_type", ["hq_tiny", "robust_tiny", "sam2.1_mini"])
 def test_gara_trains_on_the_other_families(make_config, tmp_path: Path, model_type: str) -> None:
-    """Issue 15: GaRA on SAM-HQ (and RobustSAM) trains, saves and loads like on SAM; the frozen decoder
-    (HQ token, robust blocks and their batch norms) does not move."""
+    """Issues 15 and 16: GaRA on SAM-HQ, RobustSAM and SAM 2.1 trains, saves and loads like on SAM; the
+    frozen rest (HQ token, robust blocks and their batch norms, SAM 2's decoder) does not move."""
     torch.manual_seed(0)
     checkpoint = tmp_path / f"{model_type}.safetensors"
     save_sam(build_sam(model_type), checkpoint)

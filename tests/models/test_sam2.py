@@ -1,0 +1,206 @@
+"""SAM 2.1 in image mode: Meta's checkpoints through build_sam compute what the official `sam2`
+package computes (random weights), every released layout converts, and adapters inject into Hiera."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Sam2Model
+
+from garasam.adapters import GaRAConfig, LoRAConfig, MoELoRAConfig, inject_adapters, trainable_parameters
+from garasam.errors import CheckpointError
+from garasam.models import build_sam
+from garasam.models.checkpoint import _check_state_dict, _to_hf_layout
+from garasam.models.features import decode, encode_images, input_geometry
+from garasam.models.hub import infer_model_type
+from garasam.models.registry import sam_config
+from tests.official_sam2 import official_mini_sam2, official_sam2, official_sam2_features
+
+RELATIVE = 1e-5  # random SAM 2 logits reach several hundred; float32 rounding grows with them
+TOLERANCE = 1e-4
+POINTS = torch.tensor([[[60.0, 100.0], [200.0, 30.0]]])
+LABELS = torch.tensor([[1, 0]])
+BOX = torch.tensor([[40.0, 50.0, 180.0, 220.0]])
+
+
+def _max_diff(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return (actual - expected).abs().max().item() - RELATIVE * expected.abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    """The official mini SAM 2.1 and its weights saved as Meta's `.pt` files hold them ({"model": ...})."""
+    torch.manual_seed(0)
+    official = official_mini_sam2()
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_mini.pt"
+    torch.save({"model": official.state_dict()}, path)
+    return official, path
+
+
+@pytest.fixture(scope="module")
+def pixels() -> torch.Tensor:
+    return torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+
+
+def _official_decode(official: torch.nn.Module, maps: list[torch.Tensor], prompt: str, multimask: bool):
+    """The official decoder call of `SAM2ImagePredictor.predict`: a box enters as two corner points
+    (labels 2, 3), as that predictor passes it."""
+    coords, labels = (
+        (POINTS, LABELS) if prompt == "points" else (BOX.reshape(1, 2, 2), torch.tensor([[2, 3]]))
+    )
+    sparse, dense = official.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+    masks, iou, _, _ = official.sam_mask_decoder(
+        image_embeddings=maps[-1],
+        image_pe=official.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+        repeat_image=False,
+        high_res_features=maps[:-1],
+    )
+    return masks, iou
+
+
+def test_the_feature_maps_match(pair: tuple, pixels: torch.Tensor) -> None:
+    official, path = pair
+    ours = build_sam("sam2.1_mini", path)
+    with torch.no_grad():
+        expected = official_sam2_features(official, pixels)
+        features = encode_images(ours, pixels)
+    actual = [*features.intermediate, features.embeddings]
+    assert [tuple(a.shape) for a in actual] == [tuple(e.shape) for e in expected]
+    for a, e in zip(actual, expected, strict=True):
+        assert _max_diff(a, e) < TOLERANCE
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("prompt", ["points", "box"])
+def test_masks_and_scores_match(pair: tuple, pixels: torch.Tensor, prompt: str, multimask: bool) -> None:
+    official, path = pair
+    ours = build_sam("sam2.1_mini", path)
+    with torch.no_grad():
+        masks, iou = _official_decode(official, official_sam2_features(official, pixels), prompt, multimask)
+        arguments = (
+            {"input_points": POINTS[:, None], "input_labels": LABELS[:, None]}
+            if prompt == "points"
+            else {"input_boxes": BOX[:, None]}
+        )
+        out = decode(ours, encode_images(ours, pixels), multimask_output=multimask, **arguments)
+    assert out.pred_masks.shape == (1, 1, 3 if multimask else 1, 64, 64)
+    assert _max_diff(out.pred_masks[0, 0], masks[0]) < TOLERANCE
+    assert _max_diff(out.iou_scores[0, 0], iou[0]) < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("image_encoder.trunk.blocks.0.norm1.weight", "image_encoder.trunk.blocks.0.norm2.weight"),
+        (
+            "sam_mask_decoder.transformer.layers.1.self_attn.q_proj.weight",
+            "sam_mask_decoder.transformer.layers.1.self_attn.k_proj.weight",
+        ),
+    ],
+)
+def test_a_swapped_key_is_seen(
+    pair: tuple, pixels: torch.Tensor, tmp_path: Path, first: str, second: str
+) -> None:
+    official, _ = pair
+    state = dict(official.state_dict())
+    state[first], state[second] = state[second], state[first]
+    torch.save({"model": state}, tmp_path / "swapped.pt")
+    ours = build_sam("sam2.1_mini", tmp_path / "swapped.pt")
+    with torch.no_grad():
+        masks, _ = _official_decode(official, official_sam2_features(official, pixels), "box", False)
+        out = decode(ours, encode_images(ours, pixels), multimask_output=False, input_boxes=BOX[:, None])
+    assert _max_diff(out.pred_masks[0, 0], masks[0]) > 10 * TOLERANCE
+
+
+@pytest.mark.parametrize("size", ["t", "s", "b+", "l"])
+def test_the_released_layouts_convert(size: str) -> None:
+    """Every image-mode key of Meta's SAM 2.1 t/s/b+/l maps onto ours with the right shape; the video
+    modules are what is left over."""
+    model_type = f"sam2.1_hiera_{size}"
+    official = official_sam2(size)
+    with torch.device("meta"):
+        ours = Sam2Model(sam_config(model_type))
+    state = _to_hf_layout({key: value.to("meta") for key, value in official.state_dict().items()})
+    _check_state_dict(state, ours.state_dict(), model_type, Path(f"{model_type}.pt"))
+
+
+def test_checkpoints_of_another_family_or_size_are_named(pair: tuple) -> None:
+    _, path = pair
+    with pytest.raises(
+        CheckpointError, match="holds SAM 2.1 .*not SAM \\(tiny\\); build it as 'sam2.1_mini'"
+    ):
+        build_sam("tiny", path)
+    with pytest.raises(CheckpointError, match="this is a sam2.1_mini checkpoint .* not sam2.1_hiera_t"):
+        build_sam("sam2.1_hiera_t", path)
+
+
+@pytest.mark.parametrize(
+    ("name", "model_type"),
+    [
+        ("sam2.1_hiera_tiny.pt", "sam2.1_hiera_t"),
+        ("sam2.1_hiera_base_plus.pt", "sam2.1_hiera_b+"),
+        ("sam2.1_hiera_large.pt", "sam2.1_hiera_l"),
+    ],
+)
+def test_released_file_names_tell_the_type(name: str, model_type: str) -> None:
+    assert infer_model_type(name) == model_type
+
+
+def test_a_hugging_face_folder_loads(pair: tuple, tmp_path: Path, pixels: torch.Tensor) -> None:
+    _, path = pair
+    model = build_sam("sam2.1_mini", path)
+    Sam2Model.save_pretrained(model, tmp_path / "hf")
+    again = build_sam("sam2.1_mini", tmp_path / "hf")
+    assert infer_model_type(tmp_path / "hf") == "sam2.1_mini"
+    with torch.no_grad():
+        assert torch.allclose(
+            encode_images(again, pixels).embeddings, encode_images(model, pixels).embeddings
+        )
+
+
+def test_input_geometry_is_sam2s_square() -> None:
+    assert input_geometry(build_sam("sam2.1_mini")) == (256, True)
+    assert input_geometry(build_sam("tiny")) == (256, False)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [GaRAConfig(r_low=4, r_high=16), LoRAConfig(rank=4), MoELoRAConfig(expert_ranks=(2, 4))],
+    ids=["gara", "lora", "moe_lora"],
+)
+def test_adapters_inject_into_every_hiera_block(config: object, pixels: torch.Tensor) -> None:
+    model = build_sam("sam2.1_mini")
+    with torch.no_grad():
+        before = decode(
+            model, encode_images(model, pixels), input_boxes=BOX[:, None], multimask_output=False
+        ).pred_masks
+    inject_adapters(model, config)
+    adapted = [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
+    assert adapted == [f"vision_encoder.backbone.blocks.{i}.attn.qkv" for i in range(5)]
+    masks = decode(
+        model, encode_images(model, pixels), input_boxes=BOX[:, None], multimask_output=False
+    ).pred_masks
+    assert torch.equal(masks, before)  # zero-initialised: the frozen model exactly
+    masks.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "lora_A" in n)
+
+
+def test_gara_parameter_counts_on_the_released_encoders() -> None:
+    """(16 + 256) x (in + out) per qkv: Hiera's qkv maps a block's input width to 3x its output width,
+    which doubles at the first block of stages 2-4 (the numbers docs/adapters.md gives)."""
+    for size, (width, stages) in {"t": (96, (1, 2, 7, 2)), "b+": (112, (2, 3, 16, 3))}.items():
+        expected, dim = 0, width
+        for stage, blocks in enumerate(stages):
+            out = width * 2**stage
+            for _ in range(blocks):
+                expected += 272 * (dim + 3 * out)
+                dim = out
+        with torch.device("meta"):
+            model = Sam2Model(sam_config(f"sam2.1_hiera_{size}"))
+        inject_adapters(model, GaRAConfig())
+        assert trainable_parameters(model).low_rank == expected, size
