@@ -13,6 +13,10 @@
 #      the attention kernels again with flex_attention compiled
 #   3. eager vit_l, if time is left
 #   4. vit_b at batch 1 as one CUDA graph, if time is left
+#   5. SAM 2.1 Hiera-T and B+ (benchmarks/sam2_encoder.py: official sam2 against ours, frozen and with
+#      adapters), if time is left; needs the sam2, hydra-core, omegaconf and antlr4 wheels in .whl/
+#      (SAM2_BUILD_CUDA=0 pip wheel --no-deps --no-build-isolation sam2==1.1.0 -w .whl, and
+#      pip download --no-deps hydra-core omegaconf antlr4-python3-runtime==4.9.3 -d .whl)
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
@@ -62,6 +66,16 @@ step 90 encoder_vit_l --models vit_l --batch 1,8 --configs official_fp32,officia
     --no-e2e --warmup 3 --repeats 10 --max-seconds 6
 step 120 encoder_cudagraphs --models vit_b --batch 1 --configs frozen,frozen_compiled,frozen_cudagraphs \
     --no-e2e --warmup 5 --repeats 20 --max-seconds 5
+
+budget=$(($(left) - 15))
+if ((budget >= 60)); then
+    echo "== sam2_encoder: budget ${budget}s" | tee -a "$OUT/steps.txt"
+    timeout -k 10 "$budget" "$PYTHON" benchmarks/sam2_encoder.py --device cuda \
+        --models sam2.1_hiera_t,sam2.1_hiera_b+ --batch 1,8 --max-seconds 5 --out "$OUT/sam2_encoder.md" \
+        2>&1 | tee "$OUT/sam2_encoder.log" | grep '^| sam2' || true
+else
+    echo "== sam2_encoder: skipped, ${budget}s left" | tee -a "$OUT/steps.txt"
+fi
 
 echo "== total $(($(date +%s) - START))s; tables:" | tee -a "$OUT/steps.txt"
 for table in "$OUT"/encoder_*.md; do

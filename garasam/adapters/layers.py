@@ -160,7 +160,7 @@ class AdapterLinear(nn.Module):
         self, x: torch.Tensor, segment: torch.Tensor, masks: list[torch.Tensor | None]
     ) -> torch.Tensor:
         """Only the segment each row selected: rows are grouped by choice, other segments untouched."""
-        out = x.new_zeros(*x.shape[:-1], self.out_features)
+        out = None  # allocated in the updates' dtype: under autocast that is not the input's
         for index, cols in enumerate(self.segment_slices()):
             rows = (segment == index).nonzero().squeeze(1)
             if rows.numel() == 0:
@@ -174,8 +174,10 @@ class AdapterLinear(nn.Module):
             update = F.linear(u, self.lora_B[:, cols].to(x.dtype))
             if whole:
                 return update
+            if out is None:
+                out = update.new_zeros(*x.shape[:-1], self.out_features)
             out.index_copy_(0, rows, update)
-        return out
+        return out if out is not None else x.new_zeros(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -80,6 +80,20 @@ def test_gara_mixed_selection_in_eval_groups_rows() -> None:
         torch.testing.assert_close(layer(x), _manual_gara(layer, x), rtol=1e-5, atol=1e-6)
 
 
+def test_gara_mixed_selection_runs_under_bf16_autocast() -> None:
+    """The reference path under autocast (SAM 2.1 on a GPU runs it so): updates come out in bf16
+    while the input is float32; rows of both spaces still land in one output (it once failed here)."""
+    layer = _layer(GaRALinear, GaRAConfig(r_low=4, r_high=8)).eval()
+    x = torch.randn(32, 4, 12) * 3
+    with torch.no_grad():
+        expected = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            actual = layer(x)
+    assert 0 < layer.gate_state.segment.sum() < 32, "test needs rows choosing both spaces"
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.float(), expected, rtol=0.05, atol=0.05)
+
+
 def test_straight_through_gates_are_hard_forward_soft_backward() -> None:
     torch.manual_seed(0)
     logits = torch.randn(1000, requires_grad=True)
