@@ -50,14 +50,16 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
             param.requires_grad_(True)
         return model
     grid = encoder_grid(model)
+    hiera = hiera_grids(model)
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = make_adapter(linear, config).train(linear.training)
         block = _block_of(model, name)
         window = getattr(block, "window_size", None)
-        if grid is not None and isinstance(window, int):
-            layer.token_grid = (grid[0], window, grid[1])
+        block_grid = hiera.get(id(block), grid)  # Hiera: the grid of this block's input
+        if block_grid is not None and isinstance(window, int):
+            layer.token_grid = (block_grid[0], window, block_grid[1])
         setattr(parent, child, layer)
     if hasattr(model, "save_pretrained"):  # transformers would write qkv.base.* keys no SAM loader reads
         model.save_pretrained = functools.partial(_save_pretrained, model)
@@ -77,6 +79,24 @@ def encoder_grid(model: nn.Module) -> tuple[int, int] | None:
         patch = int(encoder.patch_embed.proj.kernel_size[0])
         return int(encoder.img_size) // patch, patch
     return None
+
+
+def hiera_grids(model: nn.Module) -> dict[int, tuple[int, int]]:
+    """SAM 2's Hiera blocks -> (side of the token grid the block's qkv reads, pixels per token); empty
+    for other encoders. The grid halves after each block that pools its queries (the first block of
+    stages 2-4), whose own qkv still reads the finer grid."""
+    backbone = getattr(getattr(model, "vision_encoder", None), "backbone", None)
+    config = getattr(backbone, "config", None)
+    if backbone is None or not hasattr(config, "patch_stride"):
+        return {}
+    side = int(config.image_size[0])
+    grid = side // int(config.patch_stride[0])
+    grids = {}
+    for block in backbone.blocks:
+        grids[id(block)] = (grid, side // grid)
+        if getattr(block, "query_stride", None):
+            grid //= int(block.query_stride[0])
+    return grids
 
 
 def _block_of(model: nn.Module, name: str) -> nn.Module | None:
@@ -104,15 +124,18 @@ def valid_input_sizes(model: nn.Module, input_sizes: Sequence[tuple[int, int]]) 
                 f"valid_input_sizes: image size {h}x{w} does not fit the {grid * patch} x {grid * patch} input"
             )
     device = layers[0].lora_A.device
-    rows = torch.arange(grid, device=device)
-    valid = torch.stack(
-        [
-            (rows[:, None] < -(-int(h) // patch)) & (rows[None, :] < -(-int(w) // patch))
-            for h, w in input_sizes
-        ]
-    )
+    masks: dict[tuple[int, int], torch.Tensor] = {}  # one per token grid (Hiera's stages differ)
     for layer in layers:
-        layer.valid_tokens = valid
+        grid, _, patch = layer.token_grid
+        if (grid, patch) not in masks:
+            rows = torch.arange(grid, device=device)
+            masks[grid, patch] = torch.stack(
+                [
+                    (rows[:, None] < -(-int(h) // patch)) & (rows[None, :] < -(-int(w) // patch))
+                    for h, w in input_sizes
+                ]
+            )
+        layer.valid_tokens = masks[grid, patch]
     try:
         yield
     finally:

@@ -204,3 +204,42 @@ def test_gara_parameter_counts_on_the_released_encoders() -> None:
             model = Sam2Model(sam_config(f"sam2.1_hiera_{size}"))
         inject_adapters(model, GaRAConfig())
         assert trainable_parameters(model).low_rank == expected, size
+
+
+def test_hiera_gates_pool_the_valid_tokens_of_each_window(pixels: torch.Tensor) -> None:
+    """Each Hiera block's qkv reads windows of its input grid: the gates average the tokens of the
+    image, not the zero padding of edge windows (mini: block 4 reads the 16 x 16 grid in 14 x 14
+    windows, as Hiera-T reads its 64 x 64 grid at 1024 px), per window or per image (global block)."""
+    from garasam.adapters import adapter_layers, valid_input_sizes
+
+    model = build_sam("sam2.1_mini")
+    inject_adapters(model, GaRAConfig(r_low=4, r_high=8))
+    layers = adapter_layers(model)
+    assert [layer.token_grid for layer in layers.values()] == [
+        (64, 8, 4),
+        (64, 8, 4),
+        (32, 4, 8),
+        (16, 0, 16),
+        (16, 14, 16),
+    ]
+    seen = {}
+
+    def record(name: str):
+        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            seen[name] = (args[0], module._gate_input(args[0], None))
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(name)) for name, layer in layers.items()]
+    with torch.no_grad(), valid_input_sizes(model, [(256, 256)]):
+        encode_images(model, pixels)
+    for handle in handles:
+        handle.remove()
+    x, pooled = seen["vision_encoder.backbone.blocks.4.attn.qkv"]
+    assert x.shape == (4, 14, 14, 128)  # 2 x 2 windows of the 16 x 16 grid padded to 28 x 28
+    for window, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        rows, cols = min(14, 16 - 14 * i), min(14, 16 - 14 * j)
+        torch.testing.assert_close(pooled[window], x[window, :rows, :cols].mean(dim=(0, 1)))
+    assert not torch.allclose(pooled[3], x[3].mean(dim=(0, 1)))  # all-token mean: padding included
+    x, pooled = seen["vision_encoder.backbone.blocks.3.attn.qkv"]  # global block: the whole image
+    torch.testing.assert_close(pooled[0], x[0].mean(dim=(0, 1)))
