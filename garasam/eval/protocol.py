@@ -386,26 +386,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+# A model's input geometry, `garasam.models.features.input_geometry`: (side, square)
+Geometry = tuple[int, bool]
+
+
+@dataclass
+class SamInput:
+    """A view as the models of one input geometry see it: the resized image and the prompts in its frame."""
+
+    image: torch.Tensor  # uint8 [3, h, w]
+    prompts: dict[str, list[Prompt]]  # kind -> input-frame prompts
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.image.shape[1]), int(self.image.shape[2])
+
+
 @dataclass
 class View:
-    """One image under one condition, ready for SAM: the original-frame image and ground truth, the
-    resized uint8 image, and one prompt per object (original frame and SAM input frame)."""
+    """One image under one condition, ready for SAM: the original-frame image and ground truth, one
+    prompt per object (original frame), and the input of every geometry the compared models use
+    (SAM 1's families pad, SAM 2 stretches: the same degraded image and prompts either way)."""
 
     condition: Condition
     image: np.ndarray  # H x W x 3 uint8
     masks: np.ndarray  # bool [N, H, W], objects empty in this view dropped
     object_ids: list[int]  # index of each of the N objects in the clean ground truth
-    sam_image: torch.Tensor  # uint8 [3, h, w]
     prompts: dict[str, list[Prompt]]  # kind -> original-frame prompts
-    sam_prompts: dict[str, list[Prompt]]  # kind -> input-frame prompts
+    inputs: dict[Geometry, SamInput]
 
     @property
     def original_size(self) -> tuple[int, int]:
         return int(self.image.shape[0]), int(self.image.shape[1])
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return int(self.sam_image.shape[1]), int(self.sam_image.shape[2])
 
 
 @dataclass
@@ -433,11 +445,11 @@ class _ViewSource(torch.utils.data.Dataset):
         prompts: Sequence[PromptKind],
         source: Source,
         seed: int,
-        transform: SamTransform,
+        transforms: Sequence[SamTransform],
         batch_size: int,
     ) -> None:
         self.dataset, self.shard, self.suite, self.prompts = dataset, list(shard), suite, tuple(prompts)
-        self.source, self.seed, self.transform = source, seed, transform
+        self.source, self.seed, self.transforms = source, seed, list(transforms)
         self.chunks = [list(conditions[i : i + batch_size]) for i in range(0, len(conditions), batch_size)]
         self.readers: dict[Condition, tuple[Any, dict[str, int]]] = {}
         if source == "disk":
@@ -479,20 +491,14 @@ class _ViewSource(torch.utils.data.Dataset):
                 continue
             prompts = clean_prompts if same_masks else self._prompts(kept)
             original = (int(image.shape[0]), int(image.shape[1]))
-            views.append(
-                View(
-                    condition=condition,
-                    image=image,
-                    masks=kept,
-                    object_ids=object_ids,
-                    sam_image=self.transform.resize_image(image),
-                    prompts=prompts,
-                    sam_prompts={
-                        kind: [self.transform.apply_prompt(p, original) for p in kind_prompts]
-                        for kind, kind_prompts in prompts.items()
-                    },
+            inputs = {
+                (t.image_size, t.square): SamInput(
+                    t.resize_image(image),
+                    {kind: [t.apply_prompt(p, original) for p in kinds] for kind, kinds in prompts.items()},
                 )
-            )
+                for t in self.transforms
+            }
+            views.append(View(condition, image, kept, object_ids, prompts, inputs))
         return Item(position, image_id, sample.image, views, len(chunk), first, problems)
 
     def _prompts(self, masks: np.ndarray) -> dict[str, list[Prompt]]:
@@ -601,11 +607,11 @@ def predict_masks(
     return torch.cat(results), torch.cat(predicted)
 
 
-def _decoder_groups(views: Sequence[View], kind: str) -> list[list[int]]:
+def _decoder_groups(views: Sequence[View], kind: str, geometry: Geometry) -> list[list[int]]:
     """Indices of views that can share decoder calls: same object count and same image sizes."""
     groups: dict[tuple[int, tuple[int, int], tuple[int, int]], list[int]] = {}
     for j, view in enumerate(views):
-        key = (len(view.sam_prompts[kind]), view.input_size, view.original_size)
+        key = (len(view.prompts[kind]), view.inputs[geometry].size, view.original_size)
         groups.setdefault(key, []).append(j)
     return list(groups.values())
 
@@ -613,7 +619,7 @@ def _decoder_groups(views: Sequence[View], kind: str) -> list[list[int]]:
 def _score_views(
     models: Mapping[str, nn.Module],
     item: Item,
-    transform: SamTransform,
+    transforms: Mapping[str, SamTransform],
     device: torch.device,
     autocast: contextlib.AbstractContextManager,
     dilation_ratio: float,
@@ -622,9 +628,10 @@ def _score_views(
     gates: dict[GateKey, GateSums],
     keep: set[Condition],
 ) -> list[Example]:
-    """Encode the item's views once per model (one batch), decode every prompt kind, add the scores."""
+    """Encode the item's views once per model (one batch, in the model's geometry: `transforms` by
+    model name), decode every prompt kind, add the scores."""
     views = item.views
-    pixels = transform.preprocess([view.sam_image for view in views]).to(device)
+    pixels: dict[Geometry, torch.Tensor] = {}
     truths = [torch.from_numpy(view.masks).to(device) for view in views]
     boundaries = [
         mask_boundary(truth, boundary_width(*view.original_size, dilation_ratio))
@@ -639,19 +646,26 @@ def _score_views(
         for kind in kinds
     }
     for name, model in models.items():
-        with autocast, valid_input_sizes(model, [view.input_size for view in views]), torch.no_grad():
-            features = encode_images(model, pixels)
+        transform = transforms[name]
+        geometry = (transform.image_size, transform.square)
+        if geometry not in pixels:
+            pixels[geometry] = transform.preprocess([view.inputs[geometry].image for view in views]).to(
+                device
+            )
+        sizes = [view.inputs[geometry].size for view in views]
+        with autocast, valid_input_sizes(model, sizes), torch.no_grad():
+            features = encode_images(model, pixels[geometry])
         _record_gates(name, model, views, gates)
         for kind in kinds:
-            for group in _decoder_groups(views, kind):
-                first = views[group[0]]
+            for group in _decoder_groups(views, kind, geometry):
+                first = views[group[0]].inputs[geometry]
                 with autocast:
                     predictions, predicted = predict_masks(
                         model,
                         features[group],
-                        [views[j].sam_prompts[kind] for j in group],
-                        first.input_size,
-                        first.original_size,
+                        [views[j].inputs[geometry].prompts[kind] for j in group],
+                        first.size,
+                        views[group[0]].original_size,
                         transform,
                     )
                 for j, pred, confidence in zip(group, predictions, predicted, strict=True):
@@ -721,18 +735,18 @@ def _autocast(precision: Precision, device: torch.device) -> contextlib.Abstract
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def _geometry(models: Mapping[str, nn.Module]) -> tuple[int, bool]:
-    """The input geometry every model shares (identical views for all); mixed ones are refused."""
-    geometries = {name: input_geometry(model) for name, model in models.items()}
-    if len(set(geometries.values())) != 1:
-        described = {
-            name: f"{side} px, {'stretched to the square (SAM 2)' if square else 'longest side, padded'}"
-            for name, (side, square) in geometries.items()
-        }
-        raise ConfigError(
-            f"models compared together must share the input size and geometry (identical views for all), got {described}"
-        )
-    return next(iter(geometries.values()))
+def _transforms(models: Mapping[str, nn.Module]) -> dict[str, SamTransform]:
+    """Each model's input transform; models of one geometry share one (their views are built once)."""
+    shared: dict[Geometry, SamTransform] = {}
+    for model in models.values():
+        geometry = input_geometry(model)
+        shared.setdefault(geometry, SamTransform(*geometry))
+    return {name: shared[input_geometry(model)] for name, model in models.items()}
+
+
+def describe_geometry(geometry: Geometry) -> str:
+    side, square = geometry
+    return f"{side} px, " + ("stretched to the square (SAM 2)" if square else "longest side, zero padded")
 
 
 def _gather(payload: Any, world: int) -> list[Any]:
@@ -799,8 +813,7 @@ def evaluate(
     conditions = plan_conditions(suite, severities, degradations)
     device = torch.device(device)
     autocast = _autocast(precision, device)
-    image_size, square = _geometry(models)
-    transform = SamTransform(image_size, square)
+    transforms = _transforms(models)
     rank, world = rank_and_world()
     total = len(dataset) if max_images is None else min(len(dataset), max_images)
     shard = range(rank, total, world)
@@ -811,7 +824,8 @@ def evaluate(
         model.eval().to(device)
     torch.manual_seed(seed)  # only the random-gating ablation draws at inference
 
-    views = _ViewSource(dataset, shard, conditions, suite, kinds, source, seed, transform, batch_size)
+    distinct = list({id(t): t for t in transforms.values()}.values())
+    views = _ViewSource(dataset, shard, conditions, suite, kinds, source, seed, distinct, batch_size)
     loader = torch.utils.data.DataLoader(
         views,
         batch_size=None,
@@ -844,7 +858,7 @@ def evaluate(
                 keep = keep_conditions if rank == 0 and item.position < examples else set()
                 kept.extend(
                     _score_views(
-                        models, item, transform, device, autocast, dilation_ratio, kinds, scores, gates, keep
+                        models, item, transforms, device, autocast, dilation_ratio, kinds, scores, gates, keep
                     )
                 )
             bar.update(item.planned)
@@ -883,8 +897,10 @@ def evaluate(
         "batch_size": batch_size,
         "workers": workers,
         "world_size": world,
-        "image_size": image_size,
-        "input_geometry": "stretched to the square (SAM 2)" if square else "longest side, zero padded",
+        "image_size": sorted({t.image_size for t in transforms.values()}),
+        "input_geometry": {
+            name: describe_geometry((t.image_size, t.square)) for name, t in transforms.items()
+        },
         "dilation_ratio": dilation_ratio,
         "threshold": "logit > 0 at the original resolution",
         "point_prompt": "most interior point (distance-transform maximum), multimask, highest predicted IoU",

@@ -24,6 +24,7 @@ from garasam.train.losses import mask_losses
 from garasam.train.pretrain_tiny import SceneStream
 
 SIZE = 256  # the tiny SAM's input size
+GEOMETRY = (SIZE, False)  # its input geometry: longest side, zero padded
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def _train_batch(scene, degradation: str = "clean"):
 
 def _eval_view(scene, condition=CLEAN_CONDITION):
     source = _ViewSource(
-        [scene], [0], [condition], "robustseg", ["point", "box"], "fly", 0, SamTransform(SIZE), 8
+        [scene], [0], [condition], "robustseg", ["point", "box"], "fly", 0, [SamTransform(SIZE)], 8
     )
     return source[0].views[0]
 
@@ -52,7 +53,7 @@ def test_pixels_reaching_the_encoder_are_identical_in_all_three_paths(scene) -> 
     transform = SamTransform(SIZE)
     _, train = _train_batch(scene)
     view = _eval_view(scene)
-    evaluation = transform.preprocess([view.sam_image])
+    evaluation = transform.preprocess([view.inputs[GEOMETRY].image])
     torch.testing.assert_close(train.pixel_values, evaluation, rtol=0, atol=0)
     item = SceneStream(0, 3, SIZE)._item(scene, np.random.default_rng(0))
     pretrain = transform.preprocess(item["image"][None], [tuple(item["size"].tolist())])
@@ -69,13 +70,13 @@ def test_mask_targets_and_box_prompts_line_up_with_evaluation(scene) -> None:
         target = group.targets[obj]
         assert not target[192:].any()  # nothing in the padding
         np.testing.assert_array_equal(target[:192].numpy(), view.masks[obj])  # same frame, same pixels
-        np.testing.assert_allclose(group.boxes[obj, 0].numpy(), view.sam_prompts["box"][obj].box)
+        np.testing.assert_allclose(group.boxes[obj, 0].numpy(), view.inputs[GEOMETRY].prompts["box"][obj].box)
     # A mask decoder output that is exactly the target scores ~1 in training's loss and in evaluation.
     low = torch.nn.functional.interpolate(group.targets[:, None].float(), size=(64, 64), mode="area")
     logits = (low * 2 - 1) * 10
     losses = mask_losses(logits, torch.ones(len(low), 1), group.targets, input_sizes=group.input_sizes)
     assert losses.iou.min() > 0.9
-    pred = transform.postprocess_masks(logits[:, 0], view.input_size, view.original_size) > 0
+    pred = transform.postprocess_masks(logits[:, 0], view.inputs[GEOMETRY].size, view.original_size) > 0
     gt = torch.from_numpy(view.masks)
     iou = (pred & gt).flatten(1).sum(1) / (pred | gt).flatten(1).sum(1)
     assert iou.min() > 0.9
@@ -106,7 +107,7 @@ def test_a_degradation_is_the_same_in_training_and_evaluation(name) -> None:
     train = to_device(TrainCollate(SIZE)([item]), SamTransform(SIZE), "single_point", torch.device("cpu"))
 
     source = _ViewSource(
-        [big], [0], [Condition(name, 1)], "robustseg", ["box"], "fly", 0, SamTransform(SIZE), 8
+        [big], [0], [Condition(name, 1)], "robustseg", ["box"], "fly", 0, [SamTransform(SIZE)], 8
     )
     view = source[0].views[0]
     # Evaluation's function, fed the training sample's seed (evaluation draws its own from the image id).
@@ -148,7 +149,7 @@ def test_the_frozen_sam_behaves_the_same_in_training_and_evaluation_mode(scene) 
     nothing."""
     model = build_sam("tiny")
     transform = SamTransform(SIZE)
-    pixels = transform.preprocess([_eval_view(scene).sam_image])
+    pixels = transform.preprocess([_eval_view(scene).inputs[GEOMETRY].image])
     boxes = torch.tensor([[[10.0, 10.0, 120.0, 150.0]]])
     outputs = []
     for mode in (True, False):
