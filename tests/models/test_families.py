@@ -1,4 +1,4 @@
-"""HQ-SAM and RobustSAM as model types: building, their checkpoints and errors, the fast path,
+"""HQ-SAM, RobustSAM and SAM 2.1 as model types: building, their checkpoints and errors, the fast path,
 adapters on their encoders, and what our RobustSAM does beyond the official one (prompt batches)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from garasam.models.registry import family_of, sam_config
 from tests.official_baselines import hq_registry, robust_registry
 
 FAMILY_TINY = ["hq_tiny", "robust_tiny"]
+NEW_TINY = [*FAMILY_TINY, "sam2.1_mini"]  # every family added after SAM, at CPU size
 BOX = torch.tensor([[[30.0, 40.0, 200.0, 210.0]]])
 
 
@@ -32,7 +33,7 @@ def _box_logits(model: torch.nn.Module, pixels: torch.Tensor, **prompts: object)
         ).pred_masks
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TINY)
+@pytest.mark.parametrize("model_type", NEW_TINY)
 def test_random_build_is_finite_reproducible_and_of_its_family(model_type: str, pixels: torch.Tensor) -> None:
     torch.manual_seed(5)
     first = build_sam(model_type)
@@ -46,7 +47,7 @@ def test_random_build_is_finite_reproducible_and_of_its_family(model_type: str, 
     assert torch.isfinite(_box_logits(first, pixels)).all()
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TINY)
+@pytest.mark.parametrize("model_type", NEW_TINY)
 def test_our_safetensors_round_trip(model_type: str, tmp_path: Path, pixels: torch.Tensor) -> None:
     model = build_sam(model_type)
     save_sam(model, tmp_path / "m.safetensors")
@@ -88,7 +89,7 @@ def test_a_checkpoint_of_another_family_is_named(
     assert expected in str(info.value)
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TINY)
+@pytest.mark.parametrize("model_type", NEW_TINY)
 @pytest.mark.parametrize("damage", ["truncated", "pickled"])
 def test_damaged_files_of_the_families_get_sams_errors(model_type: str, damage: str, tmp_path: Path) -> None:
     path = tmp_path / "bad.pth"
@@ -157,7 +158,7 @@ def test_fast_path_matches_the_reference(model_type: str, pixels: torch.Tensor) 
     )
 
 
-@pytest.mark.parametrize("model_type", FAMILY_TINY)
+@pytest.mark.parametrize("model_type", NEW_TINY)
 def test_gara_injects_into_the_family_encoder_and_trains(model_type: str, pixels: torch.Tensor) -> None:
     model = build_sam(model_type)
     before = _box_logits(model, pixels)

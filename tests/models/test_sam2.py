@@ -243,3 +243,21 @@ def test_hiera_gates_pool_the_valid_tokens_of_each_window(pixels: torch.Tensor) 
     assert not torch.allclose(pooled[3], x[3].mean(dim=(0, 1)))  # all-token mean: padding included
     x, pooled = seen["vision_encoder.backbone.blocks.3.attn.qkv"]  # global block: the whole image
     torch.testing.assert_close(pooled[0], x[0].mean(dim=(0, 1)))
+
+
+def test_the_fast_path_is_sam1s_only() -> None:
+    """SAM 2.1 runs transformers' encoder as it is: optimize_sam refuses it, training refuses
+    run.fast_encoder=true for it, and the default (None) leaves it alone."""
+    from garasam.errors import ConfigError
+    from garasam.models.fast import optimize_sam, supports_fast_path
+    from garasam.train.loop import apply_fast_encoder
+
+    model = build_sam("sam2.1_mini")
+    assert not supports_fast_path(model) and supports_fast_path(build_sam("hq_tiny"))
+    with pytest.raises(ConfigError, match="expects a transformers SAM"):
+        optimize_sam(model)
+    inject_adapters(model, GaRAConfig(r_low=4, r_high=8))
+    with pytest.raises(ConfigError, match="the fast encoder is SAM 1's"):
+        apply_fast_encoder(model, True, "auto")
+    apply_fast_encoder(model, None, "auto")
+    assert type(model.vision_encoder).__name__ == "Sam2VisionModel"  # transformers' own, untouched
