@@ -42,6 +42,7 @@ from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import TINY_WEIGHTS, require_checkpoint
+from garasam.models.registry import FAMILIES, family_of
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import GaraSamPredictor, block_index, resolve_model_type
 from garasam.predict.prompts import UserPrompt, segment
@@ -129,7 +130,10 @@ class WebApp:
         resolved = resolve_model_type(adapters, checkpoint, model_type)
         require_checkpoint(resolved, checkpoint, random_weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        notes = []
+        family = FAMILIES[family_of(resolved)][1]
+        notes = [
+            f"Backbone: {resolved} ({family}){'' if checkpoint is None else f', {Path(checkpoint).name}'}."
+        ]
         if checkpoint is None and resolved == "tiny" and not TINY_WEIGHTS.is_file():
             notes.append("The bundled tiny SAM weights are missing: both models use random weights.")
         elif checkpoint is None and resolved != "tiny":

@@ -73,6 +73,8 @@ def test_the_web_page_compares_the_family_with_gara_on_it(
     save_adapters(adapted, tmp_path / "adapters")
     app = WebApp.create(checkpoint=checkpoint, adapters=tmp_path / "adapters", device="cpu")
     assert type(app.frozen.model) is type(app.gara.model) and adapter_config(app.gara.model) is not None
+    family = {"hq_tiny": "HQ-SAM", "robust_tiny": "RobustSAM", "sam2.1_mini": "SAM 2.1"}[model_type]
+    assert app.notes[0] == f"Backbone: {model_type} ({family}), {checkpoint.name}."  # shown on the page
     result = app.compare(np.asarray(Image.open(image)), UserPrompt(points=((60.0, 45.0),), labels=(1,)))
     assert result.frozen_mask.shape == result.gara_mask.shape == (90, 140)
     np.testing.assert_array_equal(result.frozen_mask, result.gara_mask)  # zero-initialised adapters
