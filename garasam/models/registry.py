@@ -81,7 +81,8 @@ def model_type_name(family: str, encoder: str) -> str:
 
 
 def family_of_config(config: PretrainedConfig) -> str:
-    """The family a transformers config describes (SamHQConfig -> "hq", our RobustSAM marker -> "robust")."""
+    """The family a transformers config describes (SamHQConfig -> "hq", Sam2Config -> "sam2", our
+    RobustSAM marker -> "robust")."""
     if isinstance(config, SamHQConfig):
         return "hq"
     if isinstance(config, Sam2Config):
@@ -90,7 +91,7 @@ def family_of_config(config: PretrainedConfig) -> str:
 
 
 def config_from_dict(data: dict) -> PretrainedConfig:
-    """A config.json's content as a config of its family (`model_type` "sam" or "sam_hq")."""
+    """A config.json's content as a config of its family (`model_type` "sam", "sam_hq" or "sam2")."""
     declared = data.get("model_type")
     classes = {"sam": SamConfig, "sam_hq": SamHQConfig, "sam2": Sam2Config}
     if declared not in classes:
@@ -100,7 +101,7 @@ def config_from_dict(data: dict) -> PretrainedConfig:
 
 def sam_config(model_type: str) -> PretrainedConfig:
     """Return the transformers config for `model_type` (no weights are touched): a `SamConfig`, a
-    `SamHQConfig` for HQ-SAM, a `SamConfig` marked as RobustSAM for RobustSAM."""
+    `SamHQConfig` for HQ-SAM, a `SamConfig` marked as RobustSAM for RobustSAM, a `Sam2Config` for SAM 2.1."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"unknown SAM model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
     family, encoder = family_of(model_type), encoder_of(model_type)
