@@ -133,6 +133,7 @@ _OFFICIAL_EXAMPLES = {
     "sam": "sam_vit_b_01ec64.pth",
     "hq": "sam_hq_vit_b.pth",
     "robust": "robustsam_checkpoint_b.pth",
+    "sam2": "sam2.1_hiera_base_plus.pt",
 }
 
 

@@ -36,6 +36,7 @@ from garasam.models.registry import (
     MODEL_TYPES,
     architecture,
     config_from_dict,
+    encoder_shape_of_config,
     family_of,
     family_of_config,
     model_type_of_config,
@@ -256,12 +257,11 @@ def _check_hf_folder(folder: Path, model_type: str) -> Path:
         raise CheckpointError(f"{config_file}: not a valid SAM config ({_first_line(err)})") from err
     if architecture(config) != architecture(sam_config(model_type)):
         found = model_type_of_config(config)
-        vision = config.vision_config
+        width, blocks = encoder_shape_of_config(config)
         described = (
             f"a {found} model"
             if found
-            else f"a SAM of none of our model types (image encoder width {vision.hidden_size}, "
-            f"{vision.num_hidden_layers} blocks)"
+            else f"a SAM of none of our model types (image encoder width {width}, {blocks} blocks)"
         )
         raise CheckpointError(f"{config_file}: describes {described}, not {model_type}")
     return _hf_weights_file(folder)

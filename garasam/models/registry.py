@@ -200,6 +200,16 @@ def model_type_of_config(config: PretrainedConfig) -> str | None:
     return next((name for name in MODEL_TYPES if architecture(sam_config(name)) == wanted), None)
 
 
+def encoder_shape_of_config(config: PretrainedConfig) -> tuple[int, int]:
+    """(width, blocks) of the image encoder a config describes: the ViT's, or Hiera's first-stage
+    width and all its blocks (what `model_type_of_encoder` and error messages use)."""
+    if family_of_config(config) == "sam2":
+        backbone = config.vision_config.backbone_config
+        return int(backbone.hidden_size), int(sum(backbone.blocks_per_stage))
+    vision = config.vision_config
+    return int(vision.hidden_size), int(vision.num_hidden_layers)
+
+
 def model_type_of_encoder(hidden_size: int, num_hidden_layers: int, family: str = "sam") -> str | None:
     """The model type of `family` with this image-encoder width and depth (what a bare state dict reveals)."""
     return next(

@@ -143,6 +143,9 @@ def test_require_checkpoint_refuses_random_real_models_unless_asked() -> None:
     for model_type, example in (
         ("hq_tiny", "sam_hq_vit_b.pth"),
         ("robust_vit_l", "robustsam_checkpoint_b.pth"),
+        ("sam2.1_mini", "sam2.1_hiera_base_plus.pt"),
     ):
         with pytest.raises(ConfigError, match=f"needs its weights: .*e.g. {example}"):
-            require_checkpoint(model_type, None, random_weights=False)  # no bundled HQ or Robust weights
+            require_checkpoint(
+                model_type, None, random_weights=False
+            )  # no bundled HQ, Robust or SAM 2 weights

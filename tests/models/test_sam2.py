@@ -3,6 +3,7 @@ package computes (random weights), every released layout converts, and adapters 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,18 @@ def test_the_fast_path_is_sam1s_only() -> None:
         apply_fast_encoder(model, True, "auto")
     apply_fast_encoder(model, None, "auto")
     assert type(model.vision_encoder).__name__ == "Sam2VisionModel"  # transformers' own, untouched
+
+
+def test_a_folder_of_an_unknown_sam2_architecture_is_described(pair: tuple, tmp_path: Path) -> None:
+    """A Sam2Model folder whose config matches none of our types is named with its encoder's width and
+    depth (Hiera's: the first stage's width, all blocks), as SAM's are."""
+    _, path = pair
+    model = build_sam("sam2.1_mini", path)
+    Sam2Model.save_pretrained(model, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["vision_config"]["backbone_config"]["window_size_per_stage"] = [8, 4, 8, 4]
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError, match="a SAM of none of our model types \\(image encoder width 32, 5 blocks\\)"
+    ):
+        build_sam("sam2.1_mini", tmp_path / "hf")
