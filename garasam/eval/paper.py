@@ -82,13 +82,13 @@ PAPER_TABLES: dict[str, PaperTable] = {
     ),
 }
 
-_FAMILY_METHODS = {"sam": "SAM", "hq": "HQ-SAM", "robust": "RobustSAM"}
+_FAMILY_METHODS = {"sam": "SAM", "hq": "HQ-SAM", "robust": "RobustSAM"}  # the families the paper evaluated
 
 
 def paper_method(identity: Mapping[str, Any]) -> str | None:
     """The paper's name for a model (`Results.models` entry): its backbone family without adapters,
     GaRA-SAM / LoRA-r / MoE-LoRA for adapters on SAM; None for what the paper did not evaluate
-    (adapters on HQ-SAM or RobustSAM, an unknown backbone)."""
+    (SAM 2.1, adapters on HQ-SAM or RobustSAM, an unknown backbone)."""
     from garasam.models.registry import family_of  # transformers: imported when a report is written
 
     model_type = (identity.get("backbone") or {}).get("model_type")
@@ -97,7 +97,7 @@ def paper_method(identity: Mapping[str, Any]) -> str | None:
     adapter = identity.get("adapter")
     family = family_of(model_type)
     if adapter is None:
-        return _FAMILY_METHODS[family]
+        return _FAMILY_METHODS.get(family)  # SAM 2.1: not in the paper
     if family != "sam":
         return None
     kind = adapter.get("adapter_type")

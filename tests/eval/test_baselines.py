@@ -109,6 +109,8 @@ def test_four_models_and_gara_on_hq_sam_in_one_run(setup: dict[str, Path], tmp_p
         ({"backbone": {"model_type": "vit_b"}, "adapter": {"adapter_type": "moe_lora"}}, "MoE-LoRA"),
         ({"backbone": {"model_type": "hq_vit_b"}, "adapter": {"adapter_type": "gara"}}, None),
         ({"backbone": {"model_type": "custom"}, "adapter": None}, None),
+        ({"backbone": {"model_type": "sam2.1_hiera_b+"}, "adapter": None}, None),  # not in the paper
+        ({"backbone": {"model_type": "sam2.1_hiera_b+"}, "adapter": {"adapter_type": "gara"}}, None),
     ],
 )
 def test_each_model_is_matched_to_its_paper_row(identity: dict, method: str | None) -> None:
