@@ -74,8 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-type",
         dest="sam",
-        help="backbone of the models given as none or ADAPTERS: vit_b, vit_l, vit_h, tiny, or hq_*/robust_* "
-        "(default tiny)",
+        help="backbone of the models given as none or ADAPTERS: vit_b, vit_l, vit_h, tiny, hq_*, robust_* "
+        "or sam2.1_* (default tiny)",
     )
     parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
     parser.add_argument(

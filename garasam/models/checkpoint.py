@@ -32,6 +32,7 @@ from transformers import PreTrainedModel
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import atomic_path, file_sha256
 from garasam.models.registry import (
+    CONFIG_CLASSES,
     FAMILIES,
     MODEL_TYPES,
     architecture,
@@ -249,7 +250,7 @@ def _check_hf_folder(folder: Path, model_type: str) -> Path:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{config_file}: unreadable ({_first_line(err)})") from err
     declared = data.get("model_type") if isinstance(data, dict) else None
-    if declared not in ("sam", "sam_hq", "sam2"):
+    if declared not in CONFIG_CLASSES:
         raise CheckpointError(f"{config_file}: describes a {declared!r} model, not SAM")
     try:
         config = config_from_dict(data)

@@ -90,13 +90,20 @@ def family_of_config(config: PretrainedConfig) -> str:
     return "robust" if getattr(config, FAMILY_ATTRIBUTE, None) == "robust" else "sam"
 
 
+# config.json `model_type` -> the transformers config class of the families saved as folders
+CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
+    "sam": SamConfig,
+    "sam_hq": SamHQConfig,
+    "sam2": Sam2Config,
+}
+
+
 def config_from_dict(data: dict) -> PretrainedConfig:
     """A config.json's content as a config of its family (`model_type` "sam", "sam_hq" or "sam2")."""
     declared = data.get("model_type")
-    classes = {"sam": SamConfig, "sam_hq": SamHQConfig, "sam2": Sam2Config}
-    if declared not in classes:
+    if declared not in CONFIG_CLASSES:
         raise ValueError(f"describes a {declared!r} model, not SAM, SAM-HQ or SAM 2")
-    return classes[declared].from_dict(data)
+    return CONFIG_CLASSES[declared].from_dict(data)
 
 
 def sam_config(model_type: str) -> PretrainedConfig:

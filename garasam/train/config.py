@@ -57,7 +57,7 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    model_type: Literal[tuple(MODEL_TYPES)] = "vit_b"  # type: ignore[valid-type]  # SAM, hq_*, robust_*
+    model_type: Literal[tuple(MODEL_TYPES)] = "vit_b"  # type: ignore[valid-type]  # SAM, hq_*, robust_*, sam2.1_*
     checkpoint: str | None = (
         None  # SAM weights (Meta .pth, safetensors, HF folder); None = random / bundled tiny
     )
