@@ -7,6 +7,7 @@ On one device and one random input per batch size (random weights, the model's i
 - (b) our frozen SAM on the fast path (`garasam.models.fast.optimize_sam`, bf16);
 - (c) GaRA-SAM (GaRAConfig defaults, non-zero B, space gates calibrated to a 50/50 mix), fused;
   also with the reference adapter path (selected space only, host sync) for the trade-off;
+- (b) and (c) replayed as CUDA graphs (`cuda_graphs="capture"`), (c) with the Triton rank kernel;
 - (d) LoRA-16, fused;
 - with `--compile`: (b) and (c) compiled per block; (b) as one CUDA graph on request;
 - prompted prediction end to end (embedding + decoder, 1 and 64 boxes per image);
@@ -70,6 +71,7 @@ from garasam.adapters import (  # noqa: E402
 )
 from garasam.adapters.config import AdapterConfig  # noqa: E402
 from garasam.models import MODEL_TYPES, build_sam, sam_config  # noqa: E402
+from garasam.models.cuda_graphs import EncoderGraphs  # noqa: E402
 from garasam.models.fast import ATTENTION, attention_kinds, optimize_sam  # noqa: E402
 
 T = TypeVar("T")
@@ -83,14 +85,35 @@ CONFIGS: dict[str, str] = {
     "official_bf16": "official, bf16 autocast",
     "hf_bf16": "transformers SamVisionEncoder (SDPA), bf16 autocast",
     "frozen": "(b) ours, fast path",
+    "frozen_graphs": "(b) replayed as a CUDA graph (`cuda_graphs='capture'`, what prediction uses)",
     "gara": "(c) ours + GaRA, fused & masked",
     "gara_ref": "ours + GaRA, reference adapters (selected space, host sync)",
+    "gara_kernel": "(c) with the Triton rank kernel (switched-off components skipped, in place)",
+    "gara_graphs": "(c) replayed as a CUDA graph",
+    "gara_kernel_graphs": "(c) with the rank kernel, replayed as a CUDA graph",
     "lora16": "(d) ours + LoRA-16, fused",
     "frozen_compiled": "(b) compiled per block",
     "gara_compiled": "(c) compiled per block",
     "frozen_cudagraphs": "(b) whole encoder compiled, CUDA graphs",
 }
-EAGER_CONFIGS = ("official_fp32", "official_bf16", "hf_bf16", "frozen", "gara", "gara_ref", "lora16")
+EAGER_CONFIGS = (
+    "official_fp32",
+    "official_bf16",
+    "hf_bf16",
+    "frozen",
+    "frozen_graphs",
+    "gara",
+    "gara_ref",
+    "gara_kernel",
+    "gara_graphs",
+    "gara_kernel_graphs",
+    "lora16",
+)
+# the variants one built model is timed in: (b) and (c) switch adapter paths and graphs in place
+VARIANTS = {
+    "frozen": ("frozen", "frozen_graphs"),
+    "gara": ("gara", "gara_ref", "gara_kernel", "gara_graphs", "gara_kernel_graphs"),
+}
 COMPILED_CONFIGS = ("frozen_compiled", "gara_compiled", "frozen_cudagraphs")
 SUMMARY = "Summary (ratios are speed-ups: time of the denominator / time of the numerator)"
 ENCODER_COLUMNS = [
@@ -445,10 +468,9 @@ class EncoderBenchmark:
             self._official(model_type, wanted)
         if "hf_bf16" in wanted:
             self._ours(model_type, "hf_bf16", None)
-        if "frozen" in wanted:
-            self._ours(model_type, "frozen", None)
-        if "gara" in wanted or "gara_ref" in wanted:
-            self._ours(model_type, "gara", GaRAConfig())
+        for config, adapter in (("frozen", None), ("gara", GaRAConfig())):
+            if set(VARIANTS[config]) & set(wanted):
+                self._ours(model_type, config, adapter)
         if "lora16" in wanted:
             self._ours(model_type, "lora16", LoRAConfig(rank=16))
 
@@ -523,12 +545,15 @@ class EncoderBenchmark:
                 status += f"; high-space fraction {sum(fractions) / len(fractions):.2f}"
             return status
 
-        variants = [config]
-        if config == "gara":
-            variants = [v for v in ("gara", "gara_ref") if v in self.o.configs]
+        variants = [v for v in VARIANTS.get(config, (config,)) if v in self.o.configs]
         for variant in variants:
             for layer in adapter_layers(model).values():
                 layer.fused = variant != "gara_ref"
+                layer.rank_kernel = "kernel" in variant
+            if config != "hf_bf16":
+                model.vision_encoder.graphs = (
+                    EncoderGraphs(model.vision_encoder) if "graphs" in variant else None
+                )
             for batch in self.o.batches:
                 self._time_encoder(
                     model_type, variant, batch, run, (check, expected), partial(describe, batch)
@@ -553,7 +578,12 @@ class EncoderBenchmark:
             model = build_ours(model_type, self.o.device, adapter, check)
             with torch.no_grad():
                 expected = model.get_image_embeddings(check)
-            optimize_sam(model, dtype=self.o.dtype, compile=not cuda_graphs, cuda_graphs=cuda_graphs)
+            optimize_sam(
+                model,
+                dtype=self.o.dtype,
+                compile=not cuda_graphs,
+                cuda_graphs="compile" if cuda_graphs else False,
+            )
             start = time.perf_counter()
             model.get_image_embeddings(x)
             synchronize(self.o.device)
@@ -716,6 +746,9 @@ class EncoderBenchmark:
             for batch in sorted(set(self.o.batches) | set(self.o.compile_batches)):
                 for path, (b, c) in (
                     ("eager", ("frozen", "gara")),
+                    ("rank kernel", ("frozen", "gara_kernel")),
+                    ("CUDA graphs", ("frozen_graphs", "gara_graphs")),
+                    ("kernel + graphs", ("frozen_graphs", "gara_kernel_graphs")),
                     ("compiled", ("frozen_compiled", "gara_compiled")),
                 ):
                     t = {

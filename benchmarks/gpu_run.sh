@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Encoder benchmarks on one GPU in one call (about 6 minutes; GARASAM_GPU_SECONDS overrides).
+# Every GPU figure of docs/performance.md in one call (about 9 minutes; GARASAM_GPU_SECONDS overrides).
 #
 #   bash benchmarks/gpu_run.sh            # results in $OUT (default ./gpu_out)
 #
 # Runs from a plain checkout: garasam and benchmarks import from the repository root, and the
-# wheels in .whl/ (segment-anything for the official reference) install into /tmp/site without
-# network. Each step gets what is left of the budget; encoder.py skips what does not fit, reports
-# failures per configuration and rewrites its tables after every row, so a step cut short still
-# leaves its results. Steps in order of importance:
-#   1. eager: vit_b and vit_h at batch 1 and 8, prompted prediction, attention kernels, a profile
-#   2. compiled: vit_h at batch 8 (frozen and GaRA, default attention) with the eager baseline, then
-#      the attention kernels again with flex_attention compiled
-#   3. eager vit_l, if time is left
-#   4. vit_b at batch 1 as one CUDA graph, if time is left
+# wheels in .whl/ (segment-anything for the official reference; pytest if the machine has none)
+# install into /tmp/site without network. Each step gets what is left of the budget; encoder.py
+# skips what does not fit, reports failures per configuration and rewrites its tables after every
+# row, so a step cut short still leaves its results. Steps in order of importance:
+#   1. checks: the CUDA-only tests (real CUDA-graph capture, the compiled Triton rank kernel)
+#   2. eager: vit_b and vit_h at batch 1 and 8: official fp32, ours frozen / GaRA / LoRA-16, GaRA with
+#      the rank kernel, and both replayed as CUDA graphs (what prediction runs); a GaRA profile
+#   3. training step: GaRA vit_b and vit_h at batch 8 on the fast encoder, without and with
+#      activation checkpointing
+#   4. compiled: vit_h at batch 8 (frozen and GaRA, per-block torch.compile, default attention)
 #   5. SAM 2.1 Hiera-T and B+ (benchmarks/sam2_encoder.py: official sam2 against ours, frozen and with
 #      adapters), if time is left; needs the sam2, hydra-core, omegaconf and antlr4 wheels in .whl/
 #      (SAM2_BUILD_CUDA=0 pip wheel --no-deps --no-build-isolation sam2==1.1.0 -w .whl, and
@@ -21,7 +22,7 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
-TOTAL=${GARASAM_GPU_SECONDS:-360}
+TOTAL=${GARASAM_GPU_SECONDS:-540}
 START=$(date +%s)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-$(command -v python || command -v python3)}
@@ -34,20 +35,37 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 left() { echo $((TOTAL - ($(date +%s) - START))); }
 
-# step CAP NAME ARGS...: run encoder.py with a budget of min(CAP, time left - 15 s).
-step() {
-    local cap=$1 name=$2 budget
-    shift 2
-    budget=$(($(left) - 15))
-    ((budget > cap)) && budget=$cap
-    if ((budget < 30)); then
-        echo "== $name: skipped, ${budget}s left" | tee -a "$OUT/steps.txt"
-        return
+# begin CAP NAME: BUDGET = min(CAP, time left - 15 s); fails (the step is skipped) under 30 s.
+begin() {
+    BUDGET=$(($(left) - 15))
+    ((BUDGET > $1)) && BUDGET=$1
+    if ((BUDGET < 30)); then
+        echo "== $2: skipped, ${BUDGET}s left" | tee -a "$OUT/steps.txt"
+        return 1
     fi
-    echo "== $name: budget ${budget}s" | tee -a "$OUT/steps.txt"
-    timeout -k 10 $((budget + 30)) "$PYTHON" benchmarks/encoder.py --device cuda --time-budget "$budget" \
+    echo "== $2: budget ${BUDGET}s" | tee -a "$OUT/steps.txt"
+}
+finish() { echo "== $1: exit $2 after $(($(date +%s) - START))s in all" | tee -a "$OUT/steps.txt"; }
+
+# step CAP NAME ARGS...: benchmarks/encoder.py within its budget (it stops itself and keeps its table).
+step() {
+    local name=$2
+    begin "$1" "$name" || return 0
+    shift 2
+    timeout -k 10 $((BUDGET + 30)) "$PYTHON" benchmarks/encoder.py --device cuda --time-budget "$BUDGET" \
         --out "$OUT/$name.md" "$@" 2>&1 | tee "$OUT/$name.log" | grep -v '^\s*$' | tail -n 3
-    echo "== $name: exit ${PIPESTATUS[0]} after $(($(date +%s) - START))s in all" | tee -a "$OUT/steps.txt"
+    finish "$name" "${PIPESTATUS[0]}"
+}
+
+# capped CAP NAME CMD...: any command, killed at its budget; its output in $OUT/NAME.log.
+capped() {
+    local name=$2 status
+    begin "$1" "$name" || return 0
+    shift 2
+    timeout -k 10 "$BUDGET" "$@" >"$OUT/$name.log" 2>&1
+    status=$?
+    finish "$name" "$status"
+    tail -n 15 "$OUT/$name.log"
 }
 
 {
@@ -58,26 +76,28 @@ step() {
 '| torchvision', torchvision.__version__)" || echo "segment_anything/torchvision import failed (see above)"
 } 2>&1 | tee "$OUT/environment.txt"
 
-step 170 encoder_eager --models vit_b,vit_h --batch 1,8 --warmup 3 --repeats 10 --max-seconds 8 \
-    --attention-bench --profile "$OUT/profile_gara_vit_h_b8.txt" --profile-model vit_h
-step 150 encoder_compiled --models vit_h --batch 8 --configs frozen,gara --compile --no-e2e \
-    --attention-bench --warmup 3 --repeats 10 --max-seconds 8
-step 90 encoder_vit_l --models vit_l --batch 1,8 --configs official_fp32,official_bf16,frozen,gara,lora16 \
-    --no-e2e --warmup 3 --repeats 10 --max-seconds 6
-step 120 encoder_cudagraphs --models vit_b --batch 1 --configs frozen,frozen_compiled,frozen_cudagraphs \
-    --no-e2e --warmup 5 --repeats 20 --max-seconds 5
+capped 90 checks "$PYTHON" -m pytest -q -p no:cacheprovider tests/models/test_cuda_graphs.py \
+    tests/adapters/test_rank_kernel.py
+step 230 encoder_eager --models vit_b,vit_h --batch 1,8 --no-e2e --warmup 3 --repeats 10 --max-seconds 6 \
+    --configs official_fp32,frozen,frozen_graphs,gara,gara_kernel,gara_graphs,gara_kernel_graphs,lora16 \
+    --profile "$OUT/profile_gara_vit_h_b8.txt" --profile-model vit_h
+for checkpointing in off on; do
+    flag=()
+    [ "$checkpointing" = on ] && flag=(--checkpointing)
+    capped 75 "train_step_checkpointing_$checkpointing" "$PYTHON" benchmarks/train_step.py --device cuda \
+        --models vit_b,vit_h --adapters gara --fast on --batch 8 --steps 5 --warmup 2 ${flag[@]+"${flag[@]}"} \
+        --out "$OUT/train_step_checkpointing_$checkpointing.md"
+done
+step 120 encoder_compiled --models vit_h --batch 8 --configs frozen,gara --compile --no-e2e \
+    --warmup 3 --repeats 10 --max-seconds 6
 
-budget=$(($(left) - 15))
-if ((budget >= 60)); then
-    echo "== sam2_encoder: budget ${budget}s" | tee -a "$OUT/steps.txt"
-    timeout -k 10 "$budget" "$PYTHON" benchmarks/sam2_encoder.py --device cuda \
-        --models sam2.1_hiera_t,sam2.1_hiera_b+ --batch 1,8 --max-seconds 5 --out "$OUT/sam2_encoder.md" \
-        2>&1 | tee "$OUT/sam2_encoder.log" | grep '^| sam2' || true
-else
-    echo "== sam2_encoder: skipped, ${budget}s left" | tee -a "$OUT/steps.txt"
-fi
+capped 200 sam2_encoder "$PYTHON" benchmarks/sam2_encoder.py --device cuda --models sam2.1_hiera_t,sam2.1_hiera_b+ \
+    --batch 1,8 --max-seconds 5 --out "$OUT/sam2_encoder.md"
 
 echo "== total $(($(date +%s) - START))s; tables:" | tee -a "$OUT/steps.txt"
 for table in "$OUT"/encoder_*.md; do
     [ -f "$table" ] && sed -n '/^## Summary/,/^## Notes/p' "$table"
+done
+for table in "$OUT"/train_step_*.md; do
+    [ -f "$table" ] && cat "$table"
 done

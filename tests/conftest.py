@@ -9,6 +9,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+if not torch.cuda.is_available():
+    # Triton kernels (garasam.adapters.rank_kernel) run in Triton's CPU interpreter: the flag must be
+    # set before anything imports triton (transformers does, and importing torch does not).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from garasam.adapters.rank_kernel import rank_update_
+
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a Linear on `x` computes in: autocast's when autocast is on, else `x`'s own."""
@@ -81,15 +83,20 @@ def fused_adapter_linear(
     lora_b: torch.Tensor,
     scale: float,
     mask: torch.Tensor | None,
+    kernel: bool = False,
 ) -> torch.Tensor:
     """`W0 x + b0 + scale * B (mask * (A x))` with `[W0; A]` in one GEMM.
 
     `x` is `[rows, *tokens, in]`; `mask` is `[rows, R]` (one 0/1 decision per row and component,
-    straight-through values in training) or None when every component is on.
+    straight-through values in training) or None when every component is on. `kernel`: add the
+    update with `garasam.adapters.rank_kernel` (switched-off components skipped, in place) whenever
+    no gradient is needed; the result is then a strided view of the fused output.
     """
     out, rank = weight.shape[0], lora_a.shape[0]
     y = _BaseAndRank.apply(x, weight, bias, lora_a)
     flat = y.reshape(-1, out + rank)
+    if kernel and not flat.requires_grad:
+        return rank_update_(flat, out, mask, lora_b, scale).view(*x.shape[:-1], out)
     u = flat[:, out:]
     if mask is not None:
         rows = mask.shape[0]

@@ -69,6 +69,7 @@ class AdapterLinear(nn.Module):
         # plain attribute, not a buffer, so DDP never broadcasts one rank's images to the others.
         self.valid_tokens: torch.Tensor | None = None
         self.fused = False  # see the module docstring: one GEMM, masked components, no host sync
+        self.rank_kernel = False  # fused path at inference: garasam.adapters.rank_kernel adds the update
         self.disabled = False  # garasam.adapters.disable_adapters: compute as the frozen layer
 
     @property
@@ -98,7 +99,14 @@ class AdapterLinear(nn.Module):
         if self.fused:
             mask = self.component_mask(x)
             return fused_adapter_linear(
-                x, self.base.weight, self.base.bias, self.lora_A, self.lora_B, self.scale, mask
+                x,
+                self.base.weight,
+                self.base.bias,
+                self.lora_A,
+                self.lora_B,
+                self.scale,
+                mask,
+                self.rank_kernel,
             )
         return self.base(x) + self.scale * self.delta(x)
 
@@ -182,7 +190,7 @@ class AdapterLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, ranks={self.segment_ranks}, "
-            f"scale={self.scale}, fused={self.fused}"
+            f"scale={self.scale}, fused={self.fused}, rank_kernel={self.rank_kernel}"
         )
 
 

@@ -24,9 +24,13 @@ save/load, `gate_summary` and checkpoints work unchanged. What it does:
 - **Fused adapters** (`garasam.adapters.fused`): `[W0; A]` as one GEMM, unselected rank spaces
   masked instead of gathered, so the forward never synchronises with the device and shapes never
   depend on the gates. Training uses the same kernel; its backward skips the frozen weight.
+- Optional **rank kernel** (`rank_kernel=True`, `garasam.adapters.rank_kernel`): at inference a
+  Triton kernel adds the adapters' update in place and skips the components no row switched on.
+- **CUDA graphs**: `cuda_graphs="capture"` (`garasam.models.cuda_graphs`) captures the encoder for an
+  input shape once that shape repeats and replays it (inference; what prediction uses on CUDA);
+  `cuda_graphs="compile"` compiles the whole encoder with mode "reduce-overhead" instead.
 - Optional **torch.compile**: per block (regional compilation: one graph per block kind, so
-  compiling ViT-H costs about what compiling one block does), or the whole encoder with CUDA
-  graphs (`cuda_graphs=True`, fixed shapes, inference).
+  compiling ViT-H costs about what compiling one block does).
 
 Inject or load adapters before calling `optimize_sam`: adapters added later run their reference
 path. The fast encoder does not return hidden states or attention maps.
@@ -54,11 +58,14 @@ from transformers.models.sam_hq.modeling_sam_hq import (
     SamHQVisionLayer,
 )
 
+from garasam.adapters import rank_kernel as rank_kernels
 from garasam.adapters.layers import AdapterLinear
 from garasam.errors import ConfigError
+from garasam.models.cuda_graphs import EncoderGraphs
 
 AttentionKind = Literal["auto", "fold", "bias", "flex"]
 ATTENTION_KINDS = ("fold", "bias", "flex")
+GraphMode = Literal[False, "capture", "compile"]
 
 
 def optimize_sam(
@@ -66,17 +73,21 @@ def optimize_sam(
     *,
     dtype: torch.dtype = torch.bfloat16,
     compile: bool | str = False,
-    cuda_graphs: bool = False,
+    cuda_graphs: GraphMode = False,
     attention: AttentionKind = "auto",
+    rank_kernel: bool = False,
 ) -> SamModel:
     """Switch `model`'s image encoder to the fast path, in place, and return the model.
 
     `dtype`: weights and activations of the frozen encoder (float32 keeps full precision and only
     changes kernels); trainable adapter weights and the gates keep theirs. `compile`: True, or a
-    `torch.compile` mode string, compiles each encoder block. `cuda_graphs`: compile the whole
-    encoder with mode "reduce-overhead" instead (CUDA graphs: fixed input shapes, inference).
+    `torch.compile` mode string, compiles each encoder block. `cuda_graphs`: "capture" replays a
+    CUDA graph per repeated input shape at inference (`garasam.models.cuda_graphs`); "compile"
+    compiles the whole encoder with mode "reduce-overhead" instead of per block.
     `attention`: "fold", "bias", "flex" (compiled only) for every block, or "auto": "fold" for
     global blocks and "bias" for windowed ones (see the module docstring for the measurements).
+    `rank_kernel`: the adapters' update at inference through `garasam.adapters.rank_kernel`
+    (Triton; CUDA, or Triton's CPU interpreter).
     """
     encoder = model.vision_encoder
     if isinstance(encoder, FastSamVisionEncoder):
@@ -101,7 +112,17 @@ def optimize_sam(
         raise ConfigError(f"optimize_sam: attention must be auto, fold, bias or flex; got {attention!r}")
     if not dtype.is_floating_point:
         raise ConfigError(f"optimize_sam: dtype must be a floating-point dtype, got {dtype}")
-    compiling = bool(compile) or cuda_graphs
+    if cuda_graphs is not False and cuda_graphs not in ("capture", "compile"):
+        raise ConfigError(
+            f"optimize_sam: cuda_graphs must be False, 'capture' or 'compile'; got {cuda_graphs!r}"
+        )
+    device = encoder.patch_embed.projection.weight.device
+    if rank_kernel and not rank_kernels.available(device):
+        raise ConfigError(
+            f"optimize_sam: rank_kernel=True needs Triton and a CUDA device (or TRITON_INTERPRET=1 on a CPU); "
+            f"the model is on {device}"
+        )
+    compiling = bool(compile) or cuda_graphs == "compile"
     if attention == "flex" and not compiling:
         raise ConfigError("optimize_sam: attention='flex' is only fast when compiled; pass compile=True")
 
@@ -120,20 +141,33 @@ def optimize_sam(
         layer.attn.attention = attention if attention != "auto" else auto_attention(layer)
     encoder.__class__ = FastSamVisionEncoder
     encoder.output_dtype = next(model.mask_decoder.parameters()).dtype
-    encoder.clone_output = cuda_graphs
+    encoder.clone_output = cuda_graphs == "compile"
     for module in encoder.modules():
         if isinstance(module, AdapterLinear):
             module.fused = True
+            module.rank_kernel = rank_kernel
+    encoder.graphs = EncoderGraphs(encoder) if cuda_graphs == "capture" else None
 
     # Static shapes: block kinds differ in shape (windows vs whole images), and dynamo's automatic
     # dynamic shapes would otherwise recompile the second kind with symbolic sizes.
-    if cuda_graphs:
+    if cuda_graphs == "compile":
         encoder.encode = torch.compile(encoder.encode, mode="reduce-overhead", dynamic=False)
     elif compile:
         mode = compile if isinstance(compile, str) else None
         for layer in encoder.layers:
             layer.compile(mode=mode, dynamic=False)
     return model
+
+
+def optimize_for_prediction(model: nn.Module, fast: bool | None = None) -> bool:
+    """The fast path as prediction uses it (the predictor, `garasam predict`, the web page): bf16,
+    fused adapters and a CUDA graph per repeated input shape. `fast` None: on when the model is on
+    CUDA. Returns whether the model was optimised (SAM 2.1 never is: `supports_fast_path`)."""
+    device = next(model.parameters()).device
+    if not (fast if fast is not None else device.type == "cuda") or not supports_fast_path(model):
+        return False
+    optimize_sam(model, cuda_graphs="capture")
+    return True
 
 
 def supports_fast_path(model: nn.Module) -> bool:
@@ -181,6 +215,7 @@ class FastSamVisionEncoder(SamVisionEncoder):
     output_dtype: torch.dtype
     clone_output: bool
     early_block: int | None
+    graphs: EncoderGraphs | None
 
     def forward(  # type: ignore[override]
         self,
@@ -197,7 +232,10 @@ class FastSamVisionEncoder(SamVisionEncoder):
                 "the fast SAM encoder (garasam.models.fast) returns neither attentions nor hidden states; "
                 "use a model without optimize_sam for them"
             )
-        embeddings, early = self.encode(pixel_values)
+        if self.graphs is not None:
+            embeddings, early = self.graphs(self, pixel_values)
+        else:
+            embeddings, early = self.encode(pixel_values)
         if self.clone_output:  # CUDA-graph outputs are overwritten by the next replay
             embeddings = embeddings.clone()
             early = early.clone() if early is not None else None

@@ -23,7 +23,7 @@ from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import require_checkpoint
-from garasam.models.fast import optimize_sam, supports_fast_path
+from garasam.models.fast import optimize_for_prediction
 from garasam.models.features import ImageFeatures, decode, encode_images, input_geometry
 from garasam.models.hub import infer_model_type
 
@@ -216,8 +216,9 @@ def from_pretrained(
     The model type is, in order: `model_type`; the backbone recorded in the adapter folder; a type
     named in the checkpoint's file name (`sam_vit_b_01ec64.pth`); `tiny` when no checkpoint is
     given (the bundled model). `device` defaults to CUDA when available. `fast` (default: on for
-    CUDA) runs the encoder through `garasam.models.fast.optimize_sam` (bf16, fused attention and
-    adapters), after the adapters are loaded so that they are fused too. A real model type without a
+    CUDA) runs the encoder through `garasam.models.fast.optimize_for_prediction` (bf16, fused
+    attention and adapters, a CUDA graph per repeated input shape), after the adapters are loaded so
+    that they are fused too. A real model type without a
     checkpoint is refused (its weights would be random) unless `random_weights=True`.
     """
     resolved = resolve_model_type(adapters_dir, checkpoint, model_type)
@@ -227,8 +228,7 @@ def from_pretrained(
     model = build_sam(resolved, checkpoint, device=device)
     if adapters_dir is not None:
         load_adapters(model, adapters_dir)
-    if (fast if fast is not None else torch.device(device).type == "cuda") and supports_fast_path(model):
-        optimize_sam(model)
+    optimize_for_prediction(model, fast)
     return GaraSamPredictor(model)
 
 

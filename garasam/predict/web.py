@@ -42,6 +42,7 @@ from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import TINY_WEIGHTS, require_checkpoint
+from garasam.models.fast import optimize_for_prediction
 from garasam.models.registry import FAMILIES, family_of
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import GaraSamPredictor, block_index, resolve_model_type
@@ -124,9 +125,11 @@ class WebApp:
         model_type: str | None = None,
         device: str | None = None,
         random_weights: bool = False,
+        fast: bool | None = None,
     ) -> WebApp:
         """Build frozen SAM and GaRA-SAM on one base: adapters from `adapters`, else the bundled demo
-        adapters (tiny model only), else zero-initialised GaRA (identical masks, untrained gates)."""
+        adapters (tiny model only), else zero-initialised GaRA (identical masks, untrained gates).
+        `fast` (default: on for CUDA): both encoders on `optimize_for_prediction`'s fast path."""
         resolved = resolve_model_type(adapters, checkpoint, model_type)
         require_checkpoint(resolved, checkpoint, random_weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -153,6 +156,9 @@ class WebApp:
                 "No trained adapters: GaRA-SAM uses zero-initialised GaRA, so its masks equal SAM's "
                 "and its gates are untrained. Start the server with --adapters DIR to compare a trained model."
             )
+        if optimize_for_prediction(base, fast):  # the twin shares its frozen weights, cast once here
+            optimize_for_prediction(gara, True)
+            notes.append("Fast path: bf16 encoders, replayed as CUDA graphs once an image size repeats.")
         return cls(base, gara, notes)
 
     def compare(self, image: np.ndarray, prompt: UserPrompt) -> Comparison:

@@ -42,6 +42,25 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
     assert "| tiny | frozen | 1 |" in text and "## Summary" in text
 
 
+@pytest.mark.slow  # about 20 s of CPU: the rank kernel runs in Triton's interpreter here
+def test_graph_and_kernel_variants_run_and_match_the_reference(tmp_path: Path, monkeypatch) -> None:
+    """On a CPU the graph rows run eagerly (only CUDA inputs are captured) and the kernel rows run in
+    Triton's interpreter (in large tiles, for time): this checks the rows and their errors, not speed."""
+    pytest.importorskip("triton")
+    from garasam.adapters import rank_kernel
+
+    monkeypatch.setattr(rank_kernel, "BLOCK_M", 256)
+    monkeypatch.setattr(rank_kernel, "BLOCK_N", 512)
+    out = tmp_path / "encoder.md"
+    configs = "frozen,frozen_graphs,gara,gara_kernel,gara_graphs,gara_kernel_graphs"
+    assert encoder.main([*SMOKE, "--configs", configs, "--no-e2e", "--out", str(out)]) == 0
+    rows = _rows(out.with_suffix(".json"), "Image encoder")
+    assert [r["config"] for r in rows] == configs.split(",")
+    assert all(r["status"].startswith("ok") and r["rel err"] < 1e-4 for r in rows)
+    paths = {r["path"] for r in _rows(out.with_suffix(".json"), "Summary")}
+    assert paths == {"eager", "rank kernel", "CUDA graphs", "kernel + graphs"}
+
+
 def test_a_failing_configuration_is_reported_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")

@@ -81,7 +81,9 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
 def _predict(model: SamModel, pixels: torch.Tensor):
     with torch.no_grad():
         embeddings = model.get_image_embeddings(pixels)
-        out = model(image_embeddings=embeddings, input_boxes=BOXES.expand(len(pixels), -1, -1))
+        out = model(
+            image_embeddings=embeddings, input_boxes=BOXES.to(pixels.device).expand(len(pixels), -1, -1)
+        )
     gates = {name: layer.gate_state for name, layer in adapter_layers(model).items()}
     return embeddings, out.pred_masks, out.iou_scores, gates
 

@@ -10,6 +10,7 @@ import torch
 from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters, save_adapters
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.models import build_sam, save_sam
+from garasam.models.cuda_graphs import EncoderGraphs
 from garasam.predict import GaraSamPredictor, from_pretrained, gate_table
 from garasam.predict.predictor import resolve_model_type
 from tests.official_sam import SamPredictor, official_tiny_sam
@@ -170,6 +171,7 @@ def test_fast_path_predicts_the_same_masks(image) -> None:
     reference = from_pretrained(device="cpu", fast=False)
     torch.manual_seed(0)
     fast = from_pretrained(device="cpu", fast=True)  # bf16 encoder, folded rel-pos attention
+    assert isinstance(fast.model.vision_encoder.graphs, EncoderGraphs)  # CUDA graphs once a shape repeats
     for predictor in (reference, fast):
         predictor.set_image(image)
     box = {"box": np.array([25.0, 15.0, 105.0, 75.0]), "multimask_output": False}

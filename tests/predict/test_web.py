@@ -5,10 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from garasam.adapters import GaRAConfig, LoRAConfig, adapter_config, inject_adapters, save_adapters
 from garasam.errors import ConfigError, DataError
+from garasam.models.cuda_graphs import EncoderGraphs
 from garasam.predict import web
 from garasam.predict.prompts import UserPrompt
 from garasam.predict.web import (
@@ -57,6 +59,21 @@ def test_compare_runs_both_models(app, image) -> None:
         assert result.frozen_score == result.gara_score
     with pytest.raises(DataError, match="outside"):
         app.compare(image, UserPrompt(points=((500.0, 5.0),), labels=(1,)))
+
+
+def test_the_fast_path_serves_both_models(app, image) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fast = WebApp.create(device="cpu", fast=True)  # the default on CUDA
+    assert any("Fast path" in note for note in fast.notes)
+    assert all(isinstance(p.model.vision_encoder.graphs, EncoderGraphs) for p in (fast.frozen, fast.gara))
+    plain_qkv = fast.frozen.model.vision_encoder.layers[0].attn.qkv
+    assert fast.gara.model.vision_encoder.layers[0].attn.qkv.base.weight is plain_qkv.weight  # still one base
+    assert plain_qkv.weight.dtype == torch.bfloat16
+    prompt = UserPrompt(box=(10.0, 10.0, 80.0, 60.0))
+    expected, got = app.compare(image, prompt), fast.compare(image, prompt)
+    assert (got.frozen_mask == expected.frozen_mask).mean() > 0.98
+    assert (got.gara_mask == expected.gara_mask).mean() > 0.98
 
 
 @pytest.mark.parametrize(

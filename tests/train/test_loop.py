@@ -302,6 +302,31 @@ def test_fast_encoder_trains_like_the_reference(make_config, tmp_path: Path, che
         assert (fast_grads[name] - grad).norm() <= 1e-3 * grad.norm() + 1e-9, name
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_activation_checkpointing_recomputes_the_encoder_blocks(fast: bool) -> None:
+    """`run.activation_checkpointing` keeps no block's activations: each block runs again in backward,
+    on the fast encoder too (its blocks subclass transformers' checkpointing layer)."""
+    from garasam.adapters import GaRAConfig, inject_adapters
+    from garasam.models.fast import optimize_sam
+    from garasam.train.loop import enable_activation_checkpointing
+
+    runs = []
+    for checkpointing in (False, True):
+        sam = inject_adapters(build_sam("tiny"), GaRAConfig())
+        if fast:
+            optimize_sam(sam, dtype=torch.float32)
+        if checkpointing:
+            enable_activation_checkpointing(sam)
+        sam.train()
+        calls = []
+        for layer in sam.vision_encoder.layers:  # a pre-hook: recomputation may stop before a block ends
+            layer.layer_norm1.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
+        sam.vision_encoder(torch.randn(1, 3, 256, 256)).last_hidden_state.sum().backward()
+        runs.append(len(calls))
+    blocks = len(sam.vision_encoder.layers)
+    assert runs == [blocks, 2 * blocks]
+
+
 def test_fast_encoder_is_off_on_cpu_by_default(make_config) -> None:
     trainer = Trainer(make_config(), CPU)
     assert not isinstance(trainer.sam.vision_encoder, FastSamVisionEncoder)
