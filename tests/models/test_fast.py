@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -283,3 +285,26 @@ def test_fast_path_matches_reference_with_padded_windows(pixels: torch.Tensor) -
     with torch.no_grad():
         ref, fast = (m.get_image_embeddings(pixels) for m in (ref_model, fast_model))
     assert _rel(fast, ref) < FP32_TOLERANCE
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels for each block kind: about 30 s of CPU per mode
+@pytest.mark.parametrize("mode", ["blocks", "whole"])
+def test_compiled_fast_path_matches_reference(mode: str) -> None:
+    """`compile=True` (per block) and `cuda_graphs="compile"` (the whole encoder; on a CPU inductor
+    compiles it without graphs) compute the reference's embeddings and gate decisions, with the gates
+    choosing differently for the two images."""
+    import torch._dynamo
+
+    pixels = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+    reference = _tiny_sam(GaRAConfig(), pixels)
+    compiled = copy.deepcopy(reference)
+    options = {"compile": True} if mode == "blocks" else {"cuda_graphs": "compile"}
+    torch._dynamo.reset()
+    optimize_sam(compiled, dtype=torch.float32, **options)
+    expected, got = _predict(reference, pixels), _predict(compiled, pixels)
+    torch._dynamo.reset()
+    for out, ref in zip(got[:3], expected[:3], strict=True):
+        assert _rel(out, ref) < FP32_TOLERANCE
+    for name, state in got[3].items():
+        assert torch.equal(state.segment, expected[3][name].segment), name
+    assert any(not torch.equal(s.segment.view(2, -1)[0], s.segment.view(2, -1)[1]) for s in got[3].values())
