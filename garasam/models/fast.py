@@ -116,6 +116,8 @@ def optimize_sam(
         raise ConfigError(
             f"optimize_sam: cuda_graphs must be False, 'capture' or 'compile'; got {cuda_graphs!r}"
         )
+    if not isinstance(rank_kernel, bool):
+        raise ConfigError(f"optimize_sam: rank_kernel must be True or False, got {rank_kernel!r}")
     device = encoder.patch_embed.projection.weight.device
     if rank_kernel and not rank_kernels.available(device):
         raise ConfigError(

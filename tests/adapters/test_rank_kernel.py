@@ -163,6 +163,11 @@ def test_the_kernel_is_refused_where_it_cannot_run(monkeypatch: pytest.MonkeyPat
         optimize_sam(_tiny_sam(GaRAConfig(), torch.zeros(1, 3, 256, 256)), rank_kernel=True)
 
 
+def test_rank_kernel_takes_a_bool() -> None:
+    with pytest.raises(ConfigError, match="rank_kernel must be True or False"):
+        optimize_sam(_tiny_sam(GaRAConfig(), torch.zeros(1, 3, 256, 256)), rank_kernel="yes")
+
+
 def test_bad_arguments_are_named() -> None:
     y = torch.randn(20, 48)
     with pytest.raises(ValueError, match="contiguous"):
