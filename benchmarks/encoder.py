@@ -68,6 +68,7 @@ from garasam.adapters import (  # noqa: E402
     adapter_layers,
     gate_summary,
     inject_adapters,
+    rank_kernel,  # noqa: E402
 )
 from garasam.adapters.config import AdapterConfig  # noqa: E402
 from garasam.models import MODEL_TYPES, build_sam, sam_config  # noqa: E402
@@ -115,6 +116,7 @@ VARIANTS = {
     "gara": ("gara", "gara_ref", "gara_kernel", "gara_graphs", "gara_kernel_graphs"),
 }
 COMPILED_CONFIGS = ("frozen_compiled", "gara_compiled", "frozen_cudagraphs")
+NO_KERNEL = "skipped: the rank kernel needs Triton and a CUDA device (or TRITON_INTERPRET=1 on a CPU)"
 SUMMARY = "Summary (ratios are speed-ups: time of the denominator / time of the numerator)"
 ENCODER_COLUMNS = [
     "model",
@@ -547,6 +549,10 @@ class EncoderBenchmark:
 
         variants = [v for v in VARIANTS.get(config, (config,)) if v in self.o.configs]
         for variant in variants:
+            if "kernel" in variant and not rank_kernel.available(self.o.device):
+                row = {"model": model_type, "config": variant, "status": NO_KERNEL}
+                self.report.add_row("Image encoder", row)
+                continue
             for layer in adapter_layers(model).values():
                 layer.fused = variant != "gara_ref"
                 layer.rank_kernel = "kernel" in variant

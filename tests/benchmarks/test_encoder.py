@@ -61,6 +61,16 @@ def test_graph_and_kernel_variants_run_and_match_the_reference(tmp_path: Path, m
     assert paths == {"eager", "rank kernel", "CUDA graphs", "kernel + graphs"}
 
 
+def test_kernel_rows_are_skipped_where_triton_cannot_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    out = tmp_path / "encoder.md"
+    assert encoder.main([*SMOKE, "--configs", "gara,gara_kernel", "--no-e2e", "--out", str(out)]) == 0
+    rows = _rows(out.with_suffix(".json"), "Image encoder")
+    assert [r["config"] for r in rows] == ["gara", "gara_kernel"]
+    assert rows[0]["status"].startswith("ok")
+    assert rows[1]["status"] == encoder.NO_KERNEL
+
+
 def test_a_failing_configuration_is_reported_and_the_run_goes_on(tmp_path: Path, monkeypatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
