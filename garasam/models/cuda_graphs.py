@@ -53,6 +53,7 @@ class _Graph:
     replay: Callable[[], None]
     inputs: Tensors  # pixel values, then the valid-token mask when the key has one
     outputs: Tensors  # embeddings, [early block,] then (segment, active) per gated adapter
+    early: bool  # whether outputs[1] is the early block's features (HQ-SAM, RobustSAM)
     gated: list[AdapterLinear]  # the adapters whose gate states the outputs carry, in order
 
 
@@ -78,7 +79,8 @@ class EncoderGraphs:
     def __call__(
         self, encoder: nn.Module, pixel_values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`encoder.encode(pixel_values)`, through a graph when the key has been seen before."""
+        """`encoder.encode(pixel_values)`, through a graph when the key has been seen before (then the
+        outputs are the graph's own tensors, overwritten by its next replay)."""
         key = self._key(encoder, pixel_values)
         if key is None:
             return encoder.encode(pixel_values)
@@ -144,19 +146,18 @@ class EncoderGraphs:
             for layer in self.pooled:
                 layer.valid_tokens = caller_valid
         self.captures += 1
-        return _Graph(
-            replay, inputs, outputs, [layer for layer in self.adapters if layer.gate_state is not None]
-        )
+        gated = [layer for layer in self.adapters if layer.gate_state is not None]
+        return _Graph(replay, inputs, outputs, early, gated)
 
     def _unpack(self, graph: _Graph) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Copies of the embeddings (the next replay overwrites the graph's), gate states restored."""
-        early = len(graph.outputs) - 2 * len(graph.gated) == 2
-        states = graph.outputs[2 if early else 1 :]
+        """The graph's own embeddings (the caller copies them out before the next call), and the
+        adapters' gate states pointed at the graph's outputs."""
+        states = graph.outputs[2 if graph.early else 1 :]
         for layer in self.adapters:
             layer.gate_state = None
         for index, layer in enumerate(graph.gated):
             layer.gate_state = GateState(segment=states[2 * index], active=states[2 * index + 1])
-        return graph.outputs[0].clone(), graph.outputs[1].clone() if early else None
+        return graph.outputs[0], graph.outputs[1] if graph.early else None
 
 
 def _state(layer: AdapterLinear) -> Tensors:

@@ -238,14 +238,13 @@ class FastSamVisionEncoder(SamVisionEncoder):
             embeddings, early = self.graphs(self, pixel_values)
         else:
             embeddings, early = self.encode(pixel_values)
-        if self.clone_output:  # CUDA-graph outputs are overwritten by the next replay
-            embeddings = embeddings.clone()
-            early = early.clone() if early is not None else None
-        embeddings = embeddings.to(self.output_dtype)
+        # CUDA-graph outputs are overwritten by the next replay: one copy out, which is also the cast
+        copy = self.clone_output or self.graphs is not None
+        embeddings = embeddings.to(self.output_dtype, copy=copy)
         if early is None:
             return SamVisionEncoderOutput(last_hidden_state=embeddings)
         return SamHQVisionEncoderOutput(
-            last_hidden_state=embeddings, intermediate_embeddings=[early.to(self.output_dtype)]
+            last_hidden_state=embeddings, intermediate_embeddings=[early.to(self.output_dtype, copy=copy)]
         )
 
     def encode(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

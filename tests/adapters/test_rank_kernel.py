@@ -19,15 +19,6 @@ pytest.importorskip("triton")  # on a CPU, tests/conftest.py switches Triton to 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture
-def large_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whole models through the interpreter in fewer, larger tiles (about 6x faster on a CPU); the
-    tiling itself, tiles straddling windows included, is checked at the real sizes below."""
-    if not torch.cuda.is_available():
-        monkeypatch.setattr(kernels, "BLOCK_M", 256)
-        monkeypatch.setattr(kernels, "BLOCK_N", 512)
-
-
 def _gara_mask(rows: int, low: int = 16, high: int = 256, seed: int = 0) -> torch.Tensor:
     """Odd rows choose the high space, even rows the low one; about a third of components switched off."""
     generator = torch.Generator().manual_seed(seed)

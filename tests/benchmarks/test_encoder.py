@@ -43,14 +43,11 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # about 20 s of CPU: the rank kernel runs in Triton's interpreter here
-def test_graph_and_kernel_variants_run_and_match_the_reference(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.usefixtures("large_tiles")
+def test_graph_and_kernel_variants_run_and_match_the_reference(tmp_path: Path) -> None:
     """On a CPU the graph rows run eagerly (only CUDA inputs are captured) and the kernel rows run in
     Triton's interpreter (in large tiles, for time): this checks the rows and their errors, not speed."""
     pytest.importorskip("triton")
-    from garasam.adapters import rank_kernel
-
-    monkeypatch.setattr(rank_kernel, "BLOCK_M", 256)
-    monkeypatch.setattr(rank_kernel, "BLOCK_N", 512)
     out = tmp_path / "encoder.md"
     configs = "frozen,frozen_graphs,gara,gara_kernel,gara_graphs,gara_kernel_graphs"
     assert encoder.main([*SMOKE, "--configs", configs, "--no-e2e", "--out", str(out)]) == 0
