@@ -34,7 +34,9 @@ def test_merged_lora_computes_what_the_adapters_did(sam, pixels, tmp_path) -> No
     merge_and_unload(sam)
     assert adapter_config(sam) is None
     assert all(type(m) is nn.Linear for n, m in sam.named_modules() if n.endswith("attn.qkv"))
-    torch.testing.assert_close(embeddings(sam, pixels), adapted, rtol=1e-5, atol=1e-6)
+    # W + sBA rounds differently from Wx + s(B(Ax)) in float32: 1.6e-6 apart on some CPUs (AMD EPYC),
+    # against embeddings that move by ~1e-1 when the merge is wrong
+    torch.testing.assert_close(embeddings(sam, pixels), adapted, rtol=1e-5, atol=1e-5)
     # a merged model is a plain SAM: saved and read back whole
     save_sam(sam, tmp_path / "merged.safetensors")
     reloaded = build_sam("tiny", tmp_path / "merged.safetensors")
