@@ -83,8 +83,9 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"garasam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
+        # argparse %-formats help texts: a literal "%" (e.g. "95% intervals") must be doubled
         sub_parser = sub.add_parser(
-            name, help=help_text, description=help_text, formatter_class=_HelpFormatter
+            name, help=help_text.replace("%", "%%"), description=help_text, formatter_class=_HelpFormatter
         )
         if name == command:
             importlib.import_module(module_name).add_arguments(sub_parser)

@@ -220,3 +220,49 @@ def test_training_commands_say_how_to_pick_a_gpu(command) -> None:
     assert action.type("cuda") == "cuda"
     with pytest.raises(argparse.ArgumentTypeError, match="CUDA_VISIBLE_DEVICES"):
         action.type("cuda:1")
+
+
+def test_every_help_prints_the_top_level_included(capsys) -> None:
+    """Issue 28, item 1: `garasam` and `garasam --help` crashed on the "95% intervals" of `study`."""
+    assert main([]) == 2
+    assert "study" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    assert "95% intervals" in " ".join(capsys.readouterr().out.split())
+    for name in COMMANDS:
+        assert main([name, "--help"]) == 0, name
+        assert capsys.readouterr().out.startswith("usage: garasam"), name
+
+
+def test_every_percent_formatted_text_is_safe() -> None:
+    """argparse %-formats each help text, logging each message given arguments: a literal `%` in
+    either must be written `%%` (issue 28, item 1), so every one of them is formatted here."""
+    from garasam.cli import _parser
+
+    parsers = [_parser(name) for name in COMMANDS]
+    subparsers = [
+        action.choices[name] for action in parsers[0]._actions if action.choices for name in COMMANDS
+    ]
+    for parser in [*parsers, *(p for p in subparsers if isinstance(p, argparse.ArgumentParser))]:
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.help and action.help != argparse.SUPPRESS:
+                formatter._expand_help(action)  # raises on a stray %
+            for choice in getattr(action, "_choices_actions", []):
+                formatter._expand_help(choice)
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "garasam"
+    levels = {"debug", "info", "warning", "error", "exception", "critical"}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_log = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in levels
+                and "log" in ast.unparse(node.func.value).lower()
+            )
+            if is_log and node.args:
+                message = node.args[0]
+                where = f"{path.name}:{node.lineno}"
+                assert isinstance(message, ast.Constant) and isinstance(message.value, str), where
+                message.value % (("x",) * (len(node.args) - 1))  # raises on a stray or missing %
