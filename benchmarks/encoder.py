@@ -4,7 +4,7 @@ On one device and one random input per batch size (random weights, the model's i
 
 - (a) the official image encoder in fp32 (the reference) and under bf16 autocast;
 - transformers' SamVisionEncoder (SDPA) under bf16 autocast, as it ships;
-- (b) our frozen SAM on the fast path (`garasam.models.fast.optimize_sam`, bf16);
+- (b) our frozen SAM on the fast path (`garasam.fast.encoder.optimize_sam`, bf16);
 - (c) GaRA-SAM (GaRAConfig defaults, non-zero B, space gates calibrated to a 50/50 mix), fused;
   also with the reference adapter path (selected space only, host sync) for the trade-off;
 - (b) and (c) replayed as CUDA graphs (`cuda_graphs="capture"`), (c) with the Triton rank kernel;
@@ -68,12 +68,12 @@ from garasam.adapters import (  # noqa: E402
     adapter_layers,
     gate_summary,
     inject_adapters,
-    rank_kernel,  # noqa: E402
 )
 from garasam.adapters.config import AdapterConfig  # noqa: E402
+from garasam.fast.cuda_graphs import EncoderGraphs  # noqa: E402
+from garasam.fast.encoder import ATTENTION, attention_kinds, optimize_sam  # noqa: E402
+from garasam.kernels import rank_kernel  # noqa: E402
 from garasam.models import MODEL_TYPES, build_sam, sam_config  # noqa: E402
-from garasam.models.cuda_graphs import EncoderGraphs  # noqa: E402
-from garasam.models.fast import ATTENTION, attention_kinds, optimize_sam  # noqa: E402
 
 T = TypeVar("T")
 

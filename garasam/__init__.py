@@ -6,8 +6,7 @@ The public API is imported lazily so that `import garasam` (and the CLI) start f
 from __future__ import annotations
 
 from garasam.lazy import lazy_exports
-
-__version__ = "0.1.0"
+from garasam.version import __version__
 
 _EXPORTS = {
     "build_sam": "garasam.models",

@@ -77,7 +77,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
-    from garasam import __version__
+    from garasam.version import __version__
 
     parser = argparse.ArgumentParser(prog="garasam", description="GaRA-SAM: robust Segment Anything.")
     parser.add_argument("--version", action="version", version=f"garasam {__version__}")

@@ -10,7 +10,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 if not torch.cuda.is_available():
-    # Triton kernels (garasam.adapters.rank_kernel) run in Triton's CPU interpreter: the flag must be
+    # Triton kernels (garasam.kernels.rank_kernel) run in Triton's CPU interpreter: the flag must be
     # set before anything imports triton (transformers does, and importing torch does not).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -22,10 +22,10 @@ def _seed() -> None:
 
 @pytest.fixture
 def large_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whole models through garasam.adapters.rank_kernel in Triton's interpreter in fewer, larger
+    """Whole models through garasam.kernels.rank_kernel in Triton's interpreter in fewer, larger
     tiles (about 6x faster on a CPU); tests/adapters/test_rank_kernel.py checks the real tiling."""
     if not torch.cuda.is_available():
-        from garasam.adapters import rank_kernel
+        from garasam.kernels import rank_kernel
 
         monkeypatch.setattr(rank_kernel, "BLOCK_M", 256)
         monkeypatch.setattr(rank_kernel, "BLOCK_N", 512)

@@ -8,8 +8,8 @@ gradient; evaluation multiplies only the segment each row (window or image) sele
 Two execution paths compute the same function. The reference path (default) runs the base Linear
 and the update separately and, in evaluation, gathers the rows of each segment: least compute, but
 `.nonzero()` synchronises with the device and the shapes depend on the data. The fused path
-(`layer.fused = True`, set by `garasam.models.fast.optimize_sam`) runs `[W0; A]` as one GEMM and
-masks unselected components instead of gathering rows (`garasam.adapters.fused`): fixed shapes, no
+(`layer.fused = True`, set by `garasam.fast.encoder.optimize_sam`) runs `[W0; A]` as one GEMM and
+masks unselected components instead of gathering rows (`garasam.kernels.fused`): fixed shapes, no
 synchronisation, compilable, at the price of always multiplying every component.
 """
 
@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from garasam.adapters.config import AdapterConfig, GaRAConfig, LoRAConfig, MoELoRAConfig
-from garasam.adapters.fused import fused_adapter_linear
 from garasam.adapters.gates import (
     gate_mlp,
     hard_sigmoid_gate,
@@ -32,6 +31,7 @@ from garasam.adapters.gates import (
     pool_tokens,
     random_gate,
 )
+from garasam.kernels.fused import fused_adapter_linear
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class AdapterLinear(nn.Module):
         # plain attribute, not a buffer, so DDP never broadcasts one rank's images to the others.
         self.valid_tokens: torch.Tensor | None = None
         self.fused = False  # see the module docstring: one GEMM, masked components, no host sync
-        self.rank_kernel = False  # fused path at inference: garasam.adapters.rank_kernel adds the update
+        self.rank_kernel = False  # fused path at inference: garasam.kernels.rank_kernel adds the update
         self.disabled = False  # garasam.adapters.disable_adapters: compute as the frozen layer
 
     @property

@@ -232,12 +232,12 @@ def build_models(
     bare adapters folder or None) share the run's base SAM (`sam`, `checkpoint`); every backbone is
     read once and copied for each further model on it.
 
-    `fast` (default: on for CUDA) switches each encoder to `garasam.models.fast.optimize_sam`.
+    `fast` (default: on for CUDA) switches each encoder to `garasam.fast.encoder.optimize_sam`.
 
     Adapters made for another backbone are refused by `load_adapters` with a CheckpointError.
     """
     from garasam.adapters import load_adapters, read_adapter_config
-    from garasam.models.fast import optimize_sam, supports_fast_path
+    from garasam.fast.encoder import optimize_sam, supports_fast_path
 
     specs = {name: s if isinstance(s, ModelSpec) else ModelSpec(adapters=s) for name, s in specs.items()}
     backbones = {name: _backbone(spec, sam, checkpoint) for name, spec in specs.items()}

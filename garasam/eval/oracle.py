@@ -26,7 +26,8 @@ import numpy as np
 
 from garasam.argtypes import output_dir
 from garasam.errors import ConfigError, DataError
-from garasam.eval.report import read_objects_csv, table
+from garasam.eval.markdown import table
+from garasam.eval.report import read_objects_csv
 from garasam.io import atomic_write_text
 
 CLEAN = "clean"

@@ -101,7 +101,7 @@ def paper_comparison(table_name: str, models: Mapping[str, Mapping[str, Any]], o
 
     `ours(model, prompt, split)` returns our IoU % as text (or "-").
     """
-    from garasam.eval.report import table
+    from garasam.eval.markdown import table
     from garasam.models.registry import encoder_of
 
     paper = PAPER_TABLES[table_name]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from garasam.errors import DataError
+from garasam.eval.markdown import table
 from garasam.eval.metrics import METRIC_LABELS, METRICS
 from garasam.eval.protocol import CLEAN_CONDITION, Results
 from garasam.io import atomic_write_text
@@ -145,12 +146,6 @@ def _pct(means: dict[str, float] | None, metric: str) -> str:
 
 def _ap(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}"
-
-
-def table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
-    """A markdown table; the first `text_columns` columns are left-aligned, the numbers right-aligned."""
-    rule = ["---" if i < text_columns else "---:" for i in range(len(header))]
-    return [f"| {' | '.join(line)} |" for line in (header, rule, *rows)]
 
 
 def headline_table(results: Results) -> list[str]:

@@ -16,8 +16,7 @@ import numpy as np
 
 from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, Scores, stack_scores
-from garasam.miniature.plan import BASELINES, VARIANT_OF, StudyPlan
-from garasam.miniature.runner import run_name
+from garasam.miniature.plan import BASELINES, VARIANT_OF, StudyPlan, run_name
 
 PROMPTS = ("point", "box")
 METRICS = ("iou", "dice")

@@ -90,3 +90,8 @@ SPLIT_FAMILIES = {
 
 def lr_for(arm: str) -> float:
     return FULL_FINETUNE_LR if arm == "full_finetune" else ADAPTER_LR
+
+
+def run_name(arm: str, seed: int) -> str:
+    """The model name of one trained arm and seed in every report (`gara@s0`)."""
+    return arm if arm == "frozen" else f"{arm}@s{seed}"

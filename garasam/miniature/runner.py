@@ -17,15 +17,10 @@ from typing import Any
 
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
-from garasam.miniature.plan import ARM_OVERRIDES, SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for
+from garasam.miniature.plan import ARM_OVERRIDES, SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for, run_name
 from garasam.miniature.plan import ARMS as ARM_ADAPTERS
 
 DONE = "study_done.json"
-
-
-def run_name(arm: str, seed: int) -> str:
-    """The model name of one trained arm and seed in every report (`gara@s0`)."""
-    return arm if arm == "frozen" else f"{arm}@s{seed}"
 
 
 def run_miniature(

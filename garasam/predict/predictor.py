@@ -21,9 +21,9 @@ from transformers import SamModel
 from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adapter_config, valid_input_sizes
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, DataError
+from garasam.fast.encoder import optimize_for_prediction
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import require_checkpoint
-from garasam.models.fast import optimize_for_prediction
 from garasam.models.features import ImageFeatures, decode, encode_images, input_geometry
 from garasam.models.hub import infer_model_type
 
@@ -216,7 +216,7 @@ def from_pretrained(
     The model type is, in order: `model_type`; the backbone recorded in the adapter folder; a type
     named in the checkpoint's file name (`sam_vit_b_01ec64.pth`); `tiny` when no checkpoint is
     given (the bundled model). `device` defaults to CUDA when available. `fast` (default: on for
-    CUDA) runs the encoder through `garasam.models.fast.optimize_for_prediction` (bf16, fused
+    CUDA) runs the encoder through `garasam.fast.encoder.optimize_for_prediction` (bf16, fused
     attention and adapters, a CUDA graph per repeated input shape), after the adapters are loaded so
     that they are fused too. A real model type without a
     checkpoint is refused (its weights would be random) unless `random_weights=True`.

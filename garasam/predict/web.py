@@ -40,9 +40,9 @@ from garasam.argtypes import device, port, resolve_device
 from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_for
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
+from garasam.fast.encoder import optimize_for_prediction
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import TINY_WEIGHTS, require_checkpoint
-from garasam.models.fast import optimize_for_prediction
 from garasam.models.registry import FAMILIES, family_of
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import GaraSamPredictor, block_index, resolve_model_type

@@ -137,7 +137,7 @@ class RunSection(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     activation_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~30% slower
-    fast_encoder: bool | None = None  # garasam.models.fast in training; None: on for CUDA, off on CPU
+    fast_encoder: bool | None = None  # garasam.fast.encoder in training; None: on for CUDA, off on CPU
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise resume on CPU)
     num_workers: int = Field(4, ge=0)
     max_nonfinite_steps: int = Field(10, ge=1)  # consecutive NaN/inf steps before the run stops

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-import garasam
 from garasam.adapters import (
     gate_summary,
     inject_adapters,
@@ -55,6 +54,7 @@ from garasam.train.data import (
 from garasam.train.monitor import Monitor
 from garasam.train.preflight import plan_resources
 from garasam.train.validation import Validator
+from garasam.version import __version__
 
 # Order of the per-step statistics reduced over processes (sums and counts).
 _LOSS_TERMS = ("loss", "focal", "dice", "iou_mse", "iou")
@@ -178,13 +178,13 @@ def autocast_for(device: torch.device, precision: str) -> torch.autocast:
 
 
 def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> None:
-    """Switch the encoder to `garasam.models.fast` (None: on CUDA only).
+    """Switch the encoder to `garasam.fast.encoder` (None: on CUDA only).
 
     Adapters must already be injected. The frozen weights take the autocast dtype (bf16 halves
     their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
     """
     from garasam.adapters import FullFinetuneConfig, adapter_config
-    from garasam.models.fast import optimize_sam, supports_fast_path
+    from garasam.fast.encoder import optimize_sam, supports_fast_path
 
     if isinstance(adapter_config(sam), FullFinetuneConfig):
         if enabled:
@@ -406,7 +406,7 @@ class Trainer:
                 {
                     "config_hash": config.config_hash(),
                     "identity": config.identity(),
-                    "garasam_version": garasam.__version__,
+                    "garasam_version": __version__,
                     "torch_version": torch.__version__,
                     "world_size": self.ctx.world_size,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -735,7 +735,7 @@ class Trainer:
                 "nonfinite_total": self.nonfinite_total,
                 "bad_samples": self.bad_samples,
                 "world_size": self.ctx.world_size,
-                "garasam_version": garasam.__version__,
+                "garasam_version": __version__,
             }
             path = ckpt.save_checkpoint(self.output, self.step, self.sam, state)
             if self.best is not None and self.best["step"] == self.step:

@@ -1,4 +1,4 @@
-"""The Triton rank update (garasam.adapters.rank_kernel) computes the masked update, skips what no row
+"""The Triton rank update (garasam.kernels.rank_kernel) computes the masked update, skips what no row
 uses, and serves the fast encoder at inference. On a CPU it runs in Triton's interpreter."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from garasam.adapters import GaRAConfig, LoRAConfig, MoELoRAConfig, adapter_layers
-from garasam.adapters import rank_kernel as kernels
-from garasam.adapters.rank_kernel import rank_update_
 from garasam.errors import ConfigError
-from garasam.models.fast import optimize_sam
+from garasam.fast.encoder import optimize_sam
+from garasam.kernels import rank_kernel as kernels
+from garasam.kernels.rank_kernel import rank_update_
 from tests.models.test_fast import FP32_TOLERANCE, _predict, _rel, _tiny_sam
 
 pytest.importorskip("triton")  # on a CPU, tests/conftest.py switches Triton to its interpreter

@@ -1,4 +1,4 @@
-"""CUDA graphs of the fast encoder (garasam.models.cuda_graphs): capture on a repeated shape, replay
+"""CUDA graphs of the fast encoder (garasam.fast.cuda_graphs): capture on a repeated shape, replay
 correctly when the gates choose differently per image, and nothing inside that needs the host.
 
 On a CPU the graph is replaced by a stand-in with a graph's contract (`replay()` recomputes from the
@@ -15,8 +15,8 @@ import torch
 
 from garasam.adapters import GaRAConfig, adapter_layers, disable_adapters, valid_input_sizes
 from garasam.errors import ConfigError
-from garasam.models.cuda_graphs import EncoderGraphs
-from garasam.models.fast import optimize_for_prediction, optimize_sam
+from garasam.fast.cuda_graphs import EncoderGraphs
+from garasam.fast.encoder import optimize_for_prediction, optimize_sam
 from tests.models.test_fast import FP32_TOLERANCE, _rel, _tiny_sam
 
 GARA = GaRAConfig(gate_pooling="valid")

@@ -11,10 +11,10 @@ from transformers import SamHQModel
 
 from garasam.adapters import GaRAConfig, inject_adapters, trainable_parameters
 from garasam.errors import CheckpointError
+from garasam.fast.encoder import optimize_sam
 from garasam.models import build_sam, save_sam
 from garasam.models.build import MODEL_CLASSES
 from garasam.models.checkpoint import _check_state_dict, _to_hf_layout
-from garasam.models.fast import optimize_sam
 from garasam.models.features import decode, encode_images
 from garasam.models.hub import infer_model_type
 from garasam.models.registry import family_of, sam_config

@@ -1,4 +1,4 @@
-"""The fast path (garasam.models.fast, garasam.adapters.fused) computes what the reference path does."""
+"""The fast path (garasam.fast.encoder, garasam.kernels.fused) computes what the reference path does."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from garasam.adapters import (
     inject_adapters,
 )
 from garasam.errors import ConfigError
-from garasam.models.fast import (
+from garasam.fast.encoder import (
     ATTENTION,
     decomposed_rel_pos,
     optimize_sam,

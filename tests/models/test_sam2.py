@@ -250,7 +250,7 @@ def test_the_fast_path_is_sam1s_only() -> None:
     """SAM 2.1 runs transformers' encoder as it is: optimize_sam refuses it, training refuses
     run.fast_encoder=true for it, and the default (None) leaves it alone."""
     from garasam.errors import ConfigError
-    from garasam.models.fast import optimize_sam, supports_fast_path
+    from garasam.fast.encoder import optimize_sam, supports_fast_path
     from garasam.train.loop import apply_fast_encoder
 
     model = build_sam("sam2.1_mini")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from garasam.adapters import GaRAConfig, LoRAConfig, adapter_config, inject_adapters, save_adapters
 from garasam.errors import ConfigError, DataError
-from garasam.models.cuda_graphs import EncoderGraphs
+from garasam.fast.cuda_graphs import EncoderGraphs
 from garasam.predict import web
 from garasam.predict.prompts import UserPrompt
 from garasam.predict.web import (

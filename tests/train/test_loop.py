@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from garasam.adapters import adapter_state_dict, load_adapters
 from garasam.errors import CheckpointError, ConfigError, DataError
+from garasam.fast.encoder import FastSamVisionEncoder
 from garasam.models import build_sam, save_sam
-from garasam.models.fast import FastSamVisionEncoder
 from garasam.train import distributed, losses, train
 from garasam.train.checkpoint import list_checkpoints, read_best
 from garasam.train.data import to_device
@@ -307,7 +307,7 @@ def test_activation_checkpointing_recomputes_the_encoder_blocks(fast: bool) -> N
     """`run.activation_checkpointing` keeps no block's activations: each block runs again in backward,
     on the fast encoder too (its blocks subclass transformers' checkpointing layer)."""
     from garasam.adapters import GaRAConfig, inject_adapters
-    from garasam.models.fast import optimize_sam
+    from garasam.fast.encoder import optimize_sam
     from garasam.train.loop import enable_activation_checkpointing
 
     runs = []

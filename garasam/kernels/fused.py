@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from garasam.adapters.rank_kernel import rank_update_
+from garasam.kernels.rank_kernel import rank_update_
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -89,7 +89,7 @@ def fused_adapter_linear(
 
     `x` is `[rows, *tokens, in]`; `mask` is `[rows, R]` (one 0/1 decision per row and component,
     straight-through values in training) or None when every component is on. `kernel`: add the
-    update with `garasam.adapters.rank_kernel` (switched-off components skipped, in place) whenever
+    update with `garasam.kernels.rank_kernel` (switched-off components skipped, in place) whenever
     no gradient is needed; the result is then a strided view of the fused output.
     """
     out, rank = weight.shape[0], lora_a.shape[0]

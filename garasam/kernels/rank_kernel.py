@@ -1,6 +1,6 @@
 """The adapters' rank update at inference as one Triton kernel that skips switched-off components.
 
-After the fused GEMM (`garasam.adapters.fused`) a layer holds `y = [h | u]`: the frozen layer's
+After the fused GEMM (`garasam.kernels.fused`) a layer holds `y = [h | u]`: the frozen layer's
 output and the rank activations of every component. The torch path then multiplies `u` by the
 gates' mask, copies `h` out of the strided slice and adds `s (m * u) B^T` with `addmm`: every
 component of both GaRA spaces is multiplied, whatever the gates chose, and `h` makes two extra

@@ -21,12 +21,12 @@ save/load, `gate_summary` and checkpoints work unchanged. What it does:
   `benchmarks/encoder.py --attention-bench`): "fold" for global blocks (3.9 ms against 8.8 for
   "bias" and 27 for compiled "flex") and "bias" for windowed blocks, whose `[L, L]` bias is only
   196 x 196 (0.73 ms against 1.3-1.5 for "fold" and 2.2 for compiled "flex").
-- **Fused adapters** (`garasam.adapters.fused`): `[W0; A]` as one GEMM, unselected rank spaces
+- **Fused adapters** (`garasam.kernels.fused`): `[W0; A]` as one GEMM, unselected rank spaces
   masked instead of gathered, so the forward never synchronises with the device and shapes never
   depend on the gates. Training uses the same kernel; its backward skips the frozen weight.
-- Optional **rank kernel** (`rank_kernel=True`, `garasam.adapters.rank_kernel`): at inference a
+- Optional **rank kernel** (`rank_kernel=True`, `garasam.kernels.rank_kernel`): at inference a
   Triton kernel adds the adapters' update in place and skips the components no row switched on.
-- **CUDA graphs**: `cuda_graphs="capture"` (`garasam.models.cuda_graphs`) captures the encoder for an
+- **CUDA graphs**: `cuda_graphs="capture"` (`garasam.fast.cuda_graphs`) captures the encoder for an
   input shape once that shape repeats and replays it (inference; what prediction uses on CUDA);
   `cuda_graphs="compile"` compiles the whole encoder with mode "reduce-overhead" instead.
 - Optional **torch.compile**: per block (regional compilation: one graph per block kind, so
@@ -58,10 +58,10 @@ from transformers.models.sam_hq.modeling_sam_hq import (
     SamHQVisionLayer,
 )
 
-from garasam.adapters import rank_kernel as rank_kernels
 from garasam.adapters.layers import AdapterLinear
 from garasam.errors import ConfigError
-from garasam.models.cuda_graphs import EncoderGraphs
+from garasam.fast.cuda_graphs import EncoderGraphs
+from garasam.kernels import rank_kernel as rank_kernels
 
 AttentionKind = Literal["auto", "fold", "bias", "flex"]
 ATTENTION_KINDS = ("fold", "bias", "flex")
@@ -82,11 +82,11 @@ def optimize_sam(
     `dtype`: weights and activations of the frozen encoder (float32 keeps full precision and only
     changes kernels); trainable adapter weights and the gates keep theirs. `compile`: True, or a
     `torch.compile` mode string, compiles each encoder block. `cuda_graphs`: "capture" replays a
-    CUDA graph per repeated input shape at inference (`garasam.models.cuda_graphs`); "compile"
+    CUDA graph per repeated input shape at inference (`garasam.fast.cuda_graphs`); "compile"
     compiles the whole encoder with mode "reduce-overhead" instead of per block.
     `attention`: "fold", "bias", "flex" (compiled only) for every block, or "auto": "fold" for
     global blocks and "bias" for windowed ones (see the module docstring for the measurements).
-    `rank_kernel`: the adapters' update at inference through `garasam.adapters.rank_kernel`
+    `rank_kernel`: the adapters' update at inference through `garasam.kernels.rank_kernel`
     (Triton; CUDA, or Triton's CPU interpreter).
     """
     encoder = model.vision_encoder
@@ -231,7 +231,7 @@ class FastSamVisionEncoder(SamVisionEncoder):
             raise ValueError("You have to specify pixel_values")
         if output_attentions or output_hidden_states:
             raise ValueError(
-                "the fast SAM encoder (garasam.models.fast) returns neither attentions nor hidden states; "
+                "the fast SAM encoder (garasam.fast.encoder) returns neither attentions nor hidden states; "
                 "use a model without optimize_sam for them"
             )
         if self.graphs is not None:
