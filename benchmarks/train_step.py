@@ -39,17 +39,10 @@ from benchmarks.common import (  # noqa: E402
 from garasam.adapters import trainable_parameters  # noqa: E402
 from garasam.data.synthetic import generate_scene  # noqa: E402
 from garasam.data.transforms import SamTransform  # noqa: E402
-from garasam.train import distributed  # noqa: E402
+from garasam.runtime import DistContext, autocast_for, uses_bf16  # noqa: E402
 from garasam.train.config import load_config  # noqa: E402
 from garasam.train.data import TrainCollate, TrainDataset, to_device  # noqa: E402
-from garasam.train.loop import (  # noqa: E402
-    PromptedSam,
-    autocast_for,
-    build_model,
-    forward_backward,
-    loss_weights,
-    uses_bf16,
-)
+from garasam.train.loop import PromptedSam, build_training_model, forward_backward, loss_weights  # noqa: E402
 
 ADAPTERS = {"gara": ["adapter.adapter_type=gara"], "lora16": ["adapter.adapter_type=lora", "adapter.rank=16"]}
 FAST = {"auto": "null", "on": "true", "off": "false"}  # --fast values as run.fast_encoder overrides
@@ -85,7 +78,7 @@ def measure(
     torch.manual_seed(0)
     with warnings.catch_warnings():  # random weights are what a benchmark wants
         warnings.filterwarnings("ignore", "model.checkpoint is not set")
-        sam = build_model(config, device)
+        sam = build_training_model(config, device)
     sam.train()
     module = PromptedSam(sam)
     params = [p for p in sam.parameters() if p.requires_grad]
@@ -97,7 +90,7 @@ def measure(
     transform = SamTransform(size)
     autocast = autocast_for(device, config.run.precision)
     weights = loss_weights(config)
-    ctx = distributed.DistContext(0, 0, 1, device, owns_group=False)
+    ctx = DistContext(0, 0, 1, device, owns_group=False)
     objects = 0
 
     def step() -> None:

@@ -22,7 +22,7 @@ _EXPORTS = {
     "GaraSamPredictor": "garasam.predict",
     "from_pretrained": "garasam.predict",
     "AutomaticMaskGenerator": "garasam.predict",
-    "GaraSam": "garasam.pretrained",
+    "GaraSam": "garasam.assembly",
     # segment_anything's names (docs/predict.md, "Coming from segment_anything")
     "sam_model_registry": "garasam.models",
     "SamPredictor": "garasam.predict",

@@ -98,12 +98,3 @@ def training_device(text: str) -> str:
             f"{value}: training runs on auto, cpu or cuda; choose the GPU with CUDA_VISIBLE_DEVICES"
         )
     return value
-
-
-def resolve_device(value: str | None) -> str:
-    """`auto` (or nothing) -> cuda when available, else cpu."""
-    if value in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return value

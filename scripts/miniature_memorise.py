@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from garasam.assembly import build_models
 from garasam.data.degradations import get_suite, seed_for
 from garasam.data.readers import CLEAN_DIR, MASKS_DIR, open_dataset, save_jpeg, save_masks
 from garasam.data.synthetic import generate_scene
-from garasam.eval.cmd import build_models
 from garasam.eval.protocol import evaluate
 from garasam.eval.stats import Bootstrap, stack_scores
 from garasam.io import atomic_write_text

@@ -8,19 +8,18 @@ from garasam.adapters.config import (
     LoRAConfig,
     MoELoRAConfig,
 )
-from garasam.adapters.inject import (
-    GateSummary,
+from garasam.adapters.gating import GateSummary, gate_summary, valid_input_sizes
+from garasam.adapters.inject import inject_adapters
+from garasam.adapters.inspect import (
     ParameterReport,
     adapter_config,
     adapter_layers,
     adapter_state_dict,
-    gate_summary,
-    inject_adapters,
     trainable_parameters,
-    valid_input_sizes,
 )
-from garasam.adapters.io import load_adapters, read_adapter_config, save_adapters
+from garasam.adapters.io import load_adapters, read_adapter_config
 from garasam.adapters.layers import AdapterLinear, GaRALinear, GateState, LoRALinear, MoELoRALinear
+from garasam.adapters.save import save_adapters
 from garasam.adapters.unload import disable_adapters, merge_and_unload, remove_adapters
 
 __all__ = [

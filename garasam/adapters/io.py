@@ -1,9 +1,5 @@
-"""Adapter-only save and load: `adapter_config.json` + `adapter_model.safetensors` in a folder.
-
-The folder records the backbone the adapters were trained on (model type, width, depth and the
-checkpoint identity) so that loading them onto another backbone is refused with a clear message.
-Names are stored in transformers' layout; official `segment_anything` names map onto it.
-"""
+"""Adapter-only load: an adapter folder (`garasam.adapters.save`'s, or a PEFT LoRA folder) read,
+checked against the model it goes onto, and filled into freshly injected adapters."""
 
 from __future__ import annotations
 
@@ -15,59 +11,26 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-import garasam
-from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, LoRAConfig, config_from_dict
-from garasam.adapters.inject import (
-    adapter_config,
-    adapter_layers,
-    adapter_state_dict,
-    find_targets,
-    inject_adapters,
+from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, config_from_dict
+from garasam.adapters.inject import inject_adapters
+from garasam.adapters.inspect import adapter_config, adapter_state_dict
+from garasam.adapters.peft_format import from_peft, garasam_key, is_peft_only
+from garasam.adapters.save import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    backbone_identity,
+    canonical_name,
+    target_linears,
 )
-from garasam.adapters.peft_format import from_peft, garasam_key, is_peft_only, peft_fields, peft_key
 from garasam.adapters.unload import remove_adapters
 from garasam.errors import CheckpointError, ConfigError
-from garasam.io import atomic_path, atomic_write_text, file_sha256
+from garasam.io import file_sha256
+from garasam.version import __version__
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
-_OFFICIAL, _HF = "image_encoder.blocks.", "vision_encoder.layers."
-
-
-def save_adapters(
-    model: nn.Module, directory: str | os.PathLike, extra: dict[str, Any] | None = None
-) -> Path:
-    """Write the model's adapter and gate weights (and nothing of SAM) to `directory`."""
-    config = adapter_config(model)
-    if config is None:
-        raise ConfigError("this model has no adapters to save; call inject_adapters first")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {_canonical(k): v.detach().contiguous().cpu() for k, v in adapter_state_dict(model).items()}
-    targets = [_canonical(n) for n in adapter_layers(model)]
-    peft = peft_fields(config, targets) if isinstance(config, LoRAConfig) else {}
-    if peft:  # LoRA folders are PEFT folders too (garasam.adapters.peft_format)
-        state = {peft_key(k): v for k, v in state.items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "garasam_adapter_type": config.adapter_type})
-        digest = file_sha256(tmp)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "garasam_version": garasam.__version__,
-        "adapter": config.to_dict(),
-        "backbone": backbone_identity(model, config),
-        "target_modules": targets,
-        "weights_sha256": digest,
-        **peft,
-        **(extra or {}),
-    }
-    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
-    return directory
 
 
 def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -90,7 +53,7 @@ def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
     if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
         supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
         raise CheckpointError(
-            f"{path}: format_version {version!r} is not supported by garasam {garasam.__version__} "
+            f"{path}: format_version {version!r} is not supported by garasam {__version__} "
             f"(supported: {supported}); a newer garasam may read it"
         )
     if not isinstance(meta["adapter"], dict) or not isinstance(meta["backbone"], dict):
@@ -151,7 +114,7 @@ def _with_legacy_defaults(adapter: dict[str, Any]) -> dict[str, Any]:
 def _fill(model: nn.Module, saved: dict[str, torch.Tensor], weights: Path, trainable: bool) -> None:
     """Copy the saved tensors into the model's adapters, which must match them name for name and shape
     for shape; then make them trainable or not."""
-    own = {_canonical(k): k for k in adapter_state_dict(model)}
+    own = {canonical_name(k): k for k in adapter_state_dict(model)}
     missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
     if missing or unexpected:
         raise CheckpointError(
@@ -195,28 +158,6 @@ def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> 
     return saved
 
 
-def backbone_identity(model: nn.Module, config: AdapterConfig) -> dict[str, Any]:
-    """What the adapters depend on: encoder width, depth, model type and checkpoint identity."""
-    from garasam.models.registry import family_of_config, model_type_of_encoder
-
-    targets = [(n, m.base if hasattr(m, "base") else m) for n, m in _target_linears(model, config)]
-    width = targets[0][1].in_features
-    depth = len({_block_index(n) for n, _ in targets})
-    family = family_of_config(model.config) if hasattr(model, "config") else "sam"
-    model_type = model_type_of_encoder(width, depth, family) or "custom"
-    return {
-        "model_type": model_type,
-        "hidden_size": width,
-        "num_blocks": depth,
-        "checkpoint": getattr(model, "garasam_checkpoint", None),
-    }
-
-
-def _target_linears(model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:
-    layers = adapter_layers(model)
-    return list(layers.items()) if layers else find_targets(model, config.target_modules)
-
-
 def _check_backbone(model: nn.Module, config: AdapterConfig, saved: dict[str, Any], directory: Path) -> None:
     if not saved:  # a folder from another library (PEFT) records no backbone: the shapes are checked
         return
@@ -244,7 +185,7 @@ def _check_listed_targets(
     names match nothing here would otherwise load as adapters that change nothing."""
     if listed is None or isinstance(config, FullFinetuneConfig):
         return
-    mine = [_canonical(n) for n, _ in _target_linears(model, config)]
+    mine = [canonical_name(n) for n, _ in target_linears(model, config)]
     missing = sorted(set(listed) - set(mine))
     if missing:
         raise CheckpointError(
@@ -261,14 +202,3 @@ def _warn_on_other_checkpoint(model: nn.Module, saved: dict[str, Any], directory
             f"the model was loaded from {mine.get('name')}",
             stacklevel=3,
         )
-
-
-def _canonical(name: str) -> str:
-    return name.replace(_OFFICIAL, _HF)
-
-
-def _block_index(name: str) -> str:
-    canonical = _canonical(name)
-    if _HF in canonical:
-        return canonical.split(_HF, 1)[1].split(".", 1)[0]
-    return canonical.rsplit(".", 1)[0]

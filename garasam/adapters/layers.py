@@ -45,6 +45,8 @@ class GateState:
 
     segment: torch.Tensor
     active: torch.Tensor
+    # True when the tensors are a CUDA graph's outputs, which its next replay overwrites
+    owned_by_graph: bool = False
 
 
 class AdapterLinear(nn.Module):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from garasam.adapters.config import FullFinetuneConfig, LoRAConfig
-from garasam.adapters.inject import _CONFIG_ATTR, adapter_config, adapter_layers
+from garasam.adapters.inspect import _CONFIG_ATTR, adapter_config, adapter_layers
 from garasam.errors import ConfigError
 
 

@@ -18,21 +18,20 @@ the processes and rank 0 writes the report.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garasam.argtypes import device, non_negative_int, output_dir, positive_int, resolve_device
+from garasam.argtypes import device, non_negative_int, output_dir, positive_int
+from garasam.assembly.spec import ModelSpec
 from garasam.errors import ConfigError
 from garasam.eval.paper import PAPER_TABLES
 
 if TYPE_CHECKING:
-    from torch import nn
+    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,15 +150,6 @@ def model_specs(models: list[str] | None, adapters: list[Path] | None) -> list[s
     return specs
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model of a comparison: a backbone (None: the run's --model-type/--checkpoint) and adapters."""
-
-    model_type: str | None = None
-    checkpoint: str | None = None
-    adapters: Path | None = None
-
-
 _SPEC_FORMS = "NAME=none, NAME=ADAPTERS, NAME=TYPE:CHECKPOINT or NAME=TYPE:CHECKPOINT:ADAPTERS"
 
 
@@ -220,73 +210,6 @@ def warn_training_overlap(
             )
 
 
-def build_models(
-    specs: Mapping[str, ModelSpec | Path | None],
-    sam: str | None,
-    checkpoint: str | None,
-    device: str,
-    fast: bool | None = None,
-    random_weights: bool = False,
-) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
-    """One model per entry, each with its adapters loaded. Entries without a backbone of their own (a
-    bare adapters folder or None) share the run's base SAM (`sam`, `checkpoint`); every backbone is
-    read once and copied for each further model on it.
-
-    `fast` (default: on for CUDA) switches each encoder to `garasam.fast.encoder.optimize_sam`.
-
-    Adapters made for another backbone are refused by `load_adapters` with a CheckpointError.
-    """
-    from garasam.adapters import load_adapters, read_adapter_config
-    from garasam.fast.encoder import optimize_sam, supports_fast_path
-
-    specs = {name: s if isinstance(s, ModelSpec) else ModelSpec(adapters=s) for name, s in specs.items()}
-    backbones = {name: _backbone(spec, sam, checkpoint) for name, spec in specs.items()}
-    users = {key: [name for name in specs if backbones[name] == key] for key in backbones.values()}
-    bases = {key: _build_backbone(key, random_weights, device) for key in users}
-    models: dict[str, nn.Module] = {}
-    info: dict[str, dict[str, Any]] = {}
-    use_fast = fast if fast is not None else str(device).startswith("cuda")
-    for name, spec in specs.items():
-        key = backbones[name]
-        model = bases[key] if name == users[key][-1] else copy.deepcopy(bases[key])
-        info[name] = {"adapters_dir": None if spec.adapters is None else str(spec.adapters)}
-        if spec.adapters is not None:
-            load_adapters(model, spec.adapters)
-            info[name]["adapter_file"] = read_adapter_config(spec.adapters)
-        fast_here = use_fast and supports_fast_path(model)  # SAM 2.1: transformers' encoder as it is
-        if fast_here:
-            optimize_sam(model)  # after the adapters are in, so they are fused too
-        info[name]["fast_path"] = fast_here
-        models[name] = model
-    return models, info
-
-
-def _backbone(spec: ModelSpec, sam: str | None, checkpoint: str | None) -> tuple[str, str | None]:
-    """(model type, checkpoint) a model is built from: its own, or the run's --model-type/--checkpoint."""
-    from garasam.models import MODEL_TYPES
-    from garasam.models.hub import infer_model_type
-
-    if spec.model_type is not None:
-        return spec.model_type, spec.checkpoint
-    model_type = sam or ("tiny" if checkpoint is None else infer_model_type(checkpoint))
-    if model_type is None:
-        raise ConfigError(
-            f"--checkpoint {checkpoint}: cannot tell its model type; add --model-type (one of {', '.join(MODEL_TYPES)})"
-        )
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f"--model-type {model_type!r}: choose one of {', '.join(MODEL_TYPES)}")
-    return model_type, checkpoint
-
-
-def _build_backbone(key: tuple[str, str | None], random_weights: bool, device: str) -> nn.Module:
-    from garasam.models import build_sam
-    from garasam.models.build import require_checkpoint
-
-    model_type, checkpoint = key
-    require_checkpoint(model_type, checkpoint, random_weights)
-    return build_sam(model_type, checkpoint, device=device)
-
-
 def _severities(value: str | None) -> list[int] | None:
     parts = _split(value)
     if parts is None:
@@ -299,14 +222,15 @@ def _severities(value: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    import torch.distributed as dist
 
+    from garasam.assembly import build_models
     from garasam.data.readers import open_dataset
-    from garasam.eval.protocol import evaluate, plan_conditions, rank_and_world, setup_distributed
+    from garasam.eval.protocol import evaluate, plan_conditions
     from garasam.eval.report import headline_table, write_report
+    from garasam.runtime import join_process_group, leave_process_group
 
-    device = setup_distributed(resolve_device(args.device))
-    rank, _ = rank_and_world()
+    ctx = join_process_group(args.device)
+    device, rank = str(ctx.device), ctx.rank
     try:
         severities = _severities(args.severities)
         only = _split(args.only)
@@ -365,6 +289,5 @@ def run(args: argparse.Namespace) -> int:
             if results.problems and summary is not None:
                 print(summary(), file=sys.stderr)
     finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group(ctx)
     return 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -30,8 +29,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from garasam.adapters import adapter_config, gate_summary, trainable_parameters, valid_input_sizes
+from garasam.adapters import adapter_config, trainable_parameters
 from garasam.adapters.io import backbone_identity
+from garasam.assembly.encoding import Gates, encode
 from garasam.data.degradations import CLEAN, folder_name, get_degradation, get_suite, seed_for
 from garasam.data.prompts import Prompt, PromptKind, eval_prompt
 from garasam.data.transforms import SamTransform
@@ -44,12 +44,12 @@ from garasam.eval.metrics import (
     mask_boundary,
     mask_metrics,
 )
-from garasam.models.features import ImageFeatures, decode, encode_images, input_geometry
+from garasam.models.features import ImageFeatures, decode, input_geometry
 from garasam.models.registry import model_type_of_config
+from garasam.runtime import Precision, autocast_for, uses_bf16
 
 PROMPT_KINDS: tuple[PromptKind, ...] = ("point", "box")
 Source = Literal["fly", "disk"]
-Precision = Literal["auto", "fp32", "bf16"]
 SEED_RULE = "seed_for(image_id, degradation, severity, base_seed): SHA-256 of the four, first 4 bytes"
 # Prompts per mask-decoder call: bounds the memory of upsampling every object's mask at once.
 MAX_PROMPTS_PER_CALL = 64
@@ -333,23 +333,8 @@ def plan_conditions(
     return conditions
 
 
-def setup_distributed(device: str) -> str:
-    """Join the process group that `torchrun` describes in the environment (WORLD_SIZE > 1).
-
-    gloo on CPU, nccl on GPU with one GPU per local rank. Returns the device this rank should use.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return device
-    if device.startswith("cuda"):
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl")
-        return f"cuda:{local_rank}"
-    dist.init_process_group("gloo")
-    return device
-
-
 def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 outside torchrun)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -653,9 +638,9 @@ def _score_views(
                 device
             )
         sizes = [view.inputs[geometry].size for view in views]
-        with autocast, valid_input_sizes(model, sizes), torch.no_grad():
-            features = encode_images(model, pixels[geometry])
-        _record_gates(name, model, views, gates)
+        with autocast, torch.no_grad():
+            features, decisions = encode(model, pixels[geometry], sizes)
+        _record_gates(name, decisions, views, gates)
         for kind in kinds:
             for group in _decoder_groups(views, kind, geometry):
                 first = views[group[0]].inputs[geometry]
@@ -682,11 +667,9 @@ def _score_views(
     return list(examples.values())
 
 
-def _record_gates(name: str, model: nn.Module, views: Sequence[View], gates: dict[GateKey, GateSums]) -> None:
+def _record_gates(name: str, decisions: Gates, views: Sequence[View], gates: dict[GateKey, GateSums]) -> None:
     """Add the per-image gate statistics of the encoder forward that just ran (GaRA / MoE-LoRA only)."""
-    if adapter_config(model) is None:
-        return
-    for summary in gate_summary(model, len(views)):
+    for summary in decisions.summary():
         for j, view in enumerate(views):
             key = (name, view.condition.degradation, view.condition.severity, summary.name)
             sums = gates.setdefault(key, GateSums(rows_per_image=summary.rows_per_image))
@@ -724,15 +707,6 @@ def _dataset_name(dataset: Sequence[Any]) -> str:
     if root is None:
         return f"{len(dataset)} in-memory samples"
     return f"{getattr(dataset, 'name', type(dataset).__name__)}:{root.name}"
-
-
-def _autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _transforms(models: Mapping[str, nn.Module]) -> dict[str, SamTransform]:
@@ -812,7 +786,7 @@ def evaluate(
         )
     conditions = plan_conditions(suite, severities, degradations)
     device = torch.device(device)
-    autocast = _autocast(precision, device)
+    autocast = autocast_for(device, precision)
     transforms = _transforms(models)
     rank, world = rank_and_world()
     total = len(dataset) if max_images is None else min(len(dataset), max_images)
@@ -893,7 +867,7 @@ def evaluate(
         "seed_rule": SEED_RULE,
         "max_images": max_images,
         "device": str(device),
-        "precision": "bf16" if isinstance(autocast, torch.autocast) else "fp32",
+        "precision": "bf16" if uses_bf16(device, precision) else "fp32",
         "batch_size": batch_size,
         "workers": workers,
         "world_size": world,

@@ -156,7 +156,7 @@ class EncoderGraphs:
         for layer in self.adapters:
             layer.gate_state = None
         for index, layer in enumerate(graph.gated):
-            layer.gate_state = GateState(segment=states[2 * index], active=states[2 * index + 1])
+            layer.gate_state = GateState(states[2 * index], states[2 * index + 1], owned_by_graph=True)
         return graph.outputs[0], graph.outputs[1] if graph.early else None
 
 

@@ -19,6 +19,7 @@ from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import ARM_OVERRIDES, SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for, run_name
 from garasam.miniature.plan import ARMS as ARM_ADAPTERS
+from garasam.runtime import resolve_device
 
 DONE = "study_done.json"
 
@@ -36,8 +37,6 @@ def run_miniature(
     log: Any = print,
 ) -> dict[str, Any]:
     """Run `plan` into `out`; returns the analysis (tables, claims, timings) also written to study.json."""
-    import torch
-
     from garasam.miniature.analysis import analyse
 
     if (data is None) != (test_data is None):
@@ -46,7 +45,7 @@ def run_miniature(
         raise ConfigError("--checkpoint needs --model-type (vit_b, vit_l or vit_h)")
     start = time.time()
     out = Path(out)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    device = resolve_device(device)
     if data is None:
         data, test_data = synthetic_splits(out / "data", plan)
     assert test_data is not None
@@ -146,8 +145,8 @@ def evaluate_all(
 ) -> None:
     """Every model on one test set in one protocol run (identical views and prompts); skipped when the
     report of exactly these models is there."""
+    from garasam.assembly import build_models
     from garasam.data.readers import open_dataset
-    from garasam.eval.cmd import build_models
     from garasam.eval.protocol import evaluate
     from garasam.eval.report import write_report
 

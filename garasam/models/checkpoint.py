@@ -198,14 +198,20 @@ def tie_positional_embedding(model: PreTrainedModel) -> None:
         target.positional_embedding = source.positional_embedding
 
 
+ADAPTED_SAVE_HINT = (
+    "this SAM carries adapters, and a whole-model file of it would not load as SAM (its qkv layers are "
+    "wrapped): save it with model.save_pretrained(dir) (adapters + a reference to the base checkpoint, "
+    "read back by garasam.GaraSam.from_pretrained), or the adapters alone with garasam.save_adapters, or "
+    "for LoRA fold them in first with garasam.adapters.merge_and_unload(model)"
+)
+
+
 def save_sam(model: PreTrainedModel, path: str | os.PathLike) -> None:
     """Write `model`'s weights to a safetensors file atomically, its model type in the metadata.
 
     A model with adapter layers is refused (its file would not load as SAM): save the adapters apart.
     """
-    from garasam.adapters.inject import ADAPTED_SAVE_HINT, adapter_layers
-
-    if adapter_layers(model):
+    if any(name.endswith(".lora_A") for name, _ in model.named_parameters()):  # wrapped by an adapter
         raise ConfigError(ADAPTED_SAVE_HINT)
     model_type = model_type_of_config(model.config)
     if model_type is None:

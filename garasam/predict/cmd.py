@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from garasam.argtypes import device, non_negative_int, output_dir, positive_int, resolve_device, unit_float
+from garasam.argtypes import device, non_negative_int, output_dir, positive_int, unit_float
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
@@ -35,6 +35,7 @@ from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import from_pretrained, gate_table
 from garasam.predict.prompts import UserPrompt, candidates, segment
+from garasam.runtime import resolve_device
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:

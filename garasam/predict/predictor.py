@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import SamModel
 
-from garasam.adapters import GateSummary, gate_summary, load_adapters, read_adapter_config, valid_input_sizes
+from garasam.adapters import GateSummary
+from garasam.assembly import ModelSpec, build_model, encode
 from garasam.data.transforms import SamTransform
-from garasam.errors import CheckpointError, ConfigError, DataError
-from garasam.fast.encoder import optimize_for_prediction
-from garasam.models import MODEL_TYPES, build_sam
-from garasam.models.build import require_checkpoint
-from garasam.models.features import ImageFeatures, decode, encode_images, input_geometry
-from garasam.models.hub import infer_model_type
+from garasam.errors import DataError
+from garasam.models.features import ImageFeatures, decode, input_geometry
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
 
@@ -83,9 +81,9 @@ class GaraSamPredictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         pixel_values = self.transform.preprocess(transformed_image.to(self.device)).to(self.dtype)
-        with valid_input_sizes(self.model, [self.input_size]), torch.no_grad():
-            self.features = encode_images(self.model, pixel_values)
-        self._gates = gate_summary(self.model, 1) or None
+        with torch.no_grad():
+            self.features, gates = encode(self.model, pixel_values, [self.input_size])
+        self._gates = gates.summary() or None
         self.is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -216,45 +214,10 @@ def from_pretrained(
     The model type is, in order: `model_type`; the backbone recorded in the adapter folder; a type
     named in the checkpoint's file name (`sam_vit_b_01ec64.pth`); `tiny` when no checkpoint is
     given (the bundled model). `device` defaults to CUDA when available. `fast` (default: on for
-    CUDA) runs the encoder through `garasam.fast.encoder.optimize_for_prediction` (bf16, fused
-    attention and adapters, a CUDA graph per repeated input shape), after the adapters are loaded so
-    that they are fused too. A real model type without a
-    checkpoint is refused (its weights would be random) unless `random_weights=True`.
+    CUDA) runs the encoder on the fast path (bf16, fused attention and adapters, a CUDA graph per
+    repeated input shape). A real model type without a checkpoint is refused (its weights would be
+    random) unless `random_weights=True`. The model is built by `garasam.assembly.build_model`.
     """
-    resolved = resolve_model_type(adapters_dir, checkpoint, model_type)
-    require_checkpoint(resolved, checkpoint, random_weights)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = build_sam(resolved, checkpoint, device=device)
-    if adapters_dir is not None:
-        load_adapters(model, adapters_dir)
-    optimize_for_prediction(model, fast)
+    spec = ModelSpec(model_type, checkpoint, None if adapters_dir is None else Path(adapters_dir))
+    model = build_model(spec, device=device, fast=fast, cuda_graphs=True, random_weights=random_weights)
     return GaraSamPredictor(model)
-
-
-def resolve_model_type(
-    adapters_dir: str | os.PathLike | None,
-    checkpoint: str | os.PathLike | None,
-    model_type: str | None,
-) -> str:
-    """Decide the backbone before building anything, and refuse adapters made for another one."""
-    if model_type is not None and model_type not in MODEL_TYPES:
-        raise ConfigError(f"unknown model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
-    recorded = None
-    if adapters_dir is not None:
-        recorded = read_adapter_config(adapters_dir)["backbone"].get("model_type")
-        recorded = recorded if recorded in MODEL_TYPES else None
-    if model_type is not None and recorded is not None and recorded != model_type:
-        raise CheckpointError(
-            f"{adapters_dir}: adapters were made for a {recorded} backbone, but the model is {model_type}"
-        )
-    if model_type is not None:
-        return model_type
-    if recorded is not None:
-        return recorded
-    if checkpoint is None:
-        return "tiny"
-    inferred = infer_model_type(checkpoint)
-    if inferred is not None:
-        return inferred
-    raise ConfigError(f"{checkpoint}: cannot tell the model type from the file name; give it (e.g. vit_b)")

@@ -28,25 +28,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from transformers import SamModel
 
-from garasam.adapters import GaRAConfig, adapter_config, inject_adapters, load_adapters
+from garasam.adapters import GaRAConfig, adapter_config
 from garasam.adapters.io import CONFIG_NAME
-from garasam.argtypes import device, port, resolve_device
+from garasam.argtypes import device, port
+from garasam.assembly import ModelSpec, accelerate, build_model, resolve_model_type
 from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_for
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
-from garasam.fast.encoder import optimize_for_prediction
-from garasam.models import MODEL_TYPES, build_sam
-from garasam.models.build import TINY_WEIGHTS, require_checkpoint
+from garasam.models import MODEL_TYPES
+from garasam.models.build import TINY_WEIGHTS
 from garasam.models.registry import FAMILIES, family_of
 from garasam.predict.overlay import overlay
-from garasam.predict.predictor import GaraSamPredictor, block_index, resolve_model_type
+from garasam.predict.predictor import GaraSamPredictor, block_index
 from garasam.predict.prompts import UserPrompt, segment
+from garasam.runtime import resolve_device
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -129,10 +129,8 @@ class WebApp:
     ) -> WebApp:
         """Build frozen SAM and GaRA-SAM on one base: adapters from `adapters`, else the bundled demo
         adapters (tiny model only), else zero-initialised GaRA (identical masks, untrained gates).
-        `fast` (default: on for CUDA): both encoders on `optimize_for_prediction`'s fast path."""
+        `fast` (default: on for CUDA): both encoders on the fast path, CUDA graphs included."""
         resolved = resolve_model_type(adapters, checkpoint, model_type)
-        require_checkpoint(resolved, checkpoint, random_weights)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         family = FAMILIES[family_of(resolved)][1]
         notes = [
             f"Backbone: {resolved} ({family}){'' if checkpoint is None else f', {Path(checkpoint).name}'}."
@@ -143,21 +141,20 @@ class WebApp:
             notes.append(f"No checkpoint given: {resolved} has random weights.")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the missing-weights warning became a note
-            base = build_sam(resolved, checkpoint, device=device)
-        gara = shared_twin(base)
+            base = build_model(ModelSpec(resolved, checkpoint), device=device, random_weights=random_weights)
         if adapters is None and resolved == "tiny" and (DEMO_ADAPTERS / CONFIG_NAME).is_file():
             adapters = DEMO_ADAPTERS
+        spec = ModelSpec(adapters=None if adapters is None else Path(adapters))
+        gara = build_model(spec, base=shared_twin(base), inject=GaRAConfig())
         if adapters is not None:
-            load_adapters(gara, adapters)
             notes.append(f"GaRA-SAM uses the adapters in {adapters}.")
         else:
-            inject_adapters(gara, GaRAConfig())
             notes.append(
                 "No trained adapters: GaRA-SAM uses zero-initialised GaRA, so its masks equal SAM's "
                 "and its gates are untrained. Start the server with --adapters DIR to compare a trained model."
             )
-        if optimize_for_prediction(base, fast):  # the twin shares its frozen weights, cast once here
-            optimize_for_prediction(gara, True)
+        if accelerate(base, fast, cuda_graphs="capture"):  # the twin shares its frozen weights: cast once
+            accelerate(gara, True, cuda_graphs="capture")
             notes.append("Fast path: bf16 encoders, replayed as CUDA graphs once an image size repeats.")
         return cls(base, gara, notes)
 

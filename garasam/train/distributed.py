@@ -1,74 +1,18 @@
-"""Process-group setup and the few collectives training needs; a no-op in a single process.
+"""The few collectives training needs, and DDP; each a no-op in a single process.
 
-The same `garasam train` command runs alone or under `torchrun` (one or many nodes): torchrun's
-RANK / WORLD_SIZE / LOCAL_RANK environment selects DDP, NCCL on CUDA and gloo on CPU.
+The same `garasam train` command runs alone or under `torchrun` (one or many nodes); joining the
+process group is `garasam.runtime.join_process_group`'s job.
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from garasam.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process sits in the run and which device it trains on."""
-
-    rank: int
-    local_rank: int
-    world_size: int
-    device: torch.device
-    owns_group: bool  # True when setup() created the process group (and teardown() destroys it)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def pick_device(preference: str, local_rank: int = 0) -> torch.device:
-    """`auto` = CUDA when available; `cuda` without a GPU is a ConfigError, not a crash later."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("run.device=cuda but no CUDA device is available; use run.device=cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def setup(device_preference: str = "auto") -> DistContext:
-    """Join torchrun's process group when launched by it (WORLD_SIZE > 1), else a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_preference, local_rank)
-    if world_size == 1 and not dist.is_initialized():
-        return DistContext(0, 0, 1, device, owns_group=False)
-    owns = not dist.is_initialized()
-    if owns:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo",
-            timeout=datetime.timedelta(minutes=int(os.environ.get("GARASAM_DIST_TIMEOUT_MIN", "30"))),
-        )
-    return DistContext(dist.get_rank(), local_rank, dist.get_world_size(), device, owns_group=owns)
-
-
-def teardown(ctx: DistContext) -> None:
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+from garasam.runtime import DistContext
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

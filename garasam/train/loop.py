@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,17 +26,23 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from garasam.adapters import (
-    gate_summary,
-    inject_adapters,
     load_adapters,
     trainable_parameters,
-    valid_input_sizes,
 )
+from garasam.assembly import Gates, ModelSpec, accelerate, build_model, encode, release_valid_area
 from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
 from garasam.errors import CheckpointError, ConfigError, GarasamError
 from garasam.io import atomic_write_text
-from garasam.models.features import decode, encode_images, input_geometry
+from garasam.models.features import decode, input_geometry
+from garasam.runtime import (
+    DistContext,
+    StopRequest,
+    autocast_for,
+    join_process_group,
+    leave_process_group,
+    uses_bf16,
+)
 from garasam.train import checkpoint as ckpt
 from garasam.train import distributed, losses
 from garasam.train.config import TrainConfig, config_diff, dump_yaml
@@ -94,10 +99,12 @@ class PromptedSam(nn.Module):
     def __init__(self, sam: nn.Module) -> None:
         super().__init__()
         self.sam = sam
+        self.gates: Gates | None = None
 
     def forward(self, batch: DeviceBatch) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The image embeddings and, per prompt group, SAM's `(pred_masks, iou_scores)`."""
-        features = encode_images(self.sam, batch.pixel_values)
+        """The image embeddings and, per prompt group, SAM's `(pred_masks, iou_scores)`; the gate
+        decisions of the batch are kept in `self.gates` (outside DDP's outputs)."""
+        features, self.gates = encode(self.sam, batch.pixel_values, batch.input_sizes)
         outputs = []
         for group in batch.groups:
             out = decode(
@@ -124,7 +131,7 @@ def forward_backward(
     batch: DeviceBatch,
     weights: losses.LossWeights,
     autocast: torch.autocast,
-    ctx: distributed.DistContext,
+    ctx: DistContext,
 ) -> dict[str, torch.Tensor]:
     """One forward and backward; returns this process's loss sums (detached) per term.
 
@@ -133,13 +140,12 @@ def forward_backward(
     """
     count = torch.tensor([float(batch.num_objects)], device=batch.pixel_values.device)
     distributed.all_reduce_sum(count, ctx)
-    sam = getattr(module, "module", module).sam  # under DDP, the PromptedSam it wraps
-    # The gates' valid tokens stay set through the backward: activation checkpointing re-runs them.
-    with valid_input_sizes(sam, batch.input_sizes):
-        with autocast:
-            embeddings, outputs = module(batch)
-        sums = batch_losses(embeddings, outputs, batch, weights)
-        (sums["loss"] * (ctx.world_size / count.clamp(min=1))).sum().backward()
+    with autocast:
+        embeddings, outputs = module(batch)
+    sums = batch_losses(embeddings, outputs, batch, weights)
+    (sums["loss"] * (ctx.world_size / count.clamp(min=1))).sum().backward()
+    # the encode kept the gates' valid area through the backward (activation checkpointing re-runs them)
+    release_valid_area(getattr(module, "module", module).sam)  # under DDP, the PromptedSam it wraps
     return {k: v.detach().float() for k, v in sums.items()}
 
 
@@ -167,16 +173,6 @@ def batch_losses(
     }
 
 
-def uses_bf16(device: torch.device, precision: str) -> bool:
-    """bf16 on CUDA (or when asked for), plain fp32 otherwise."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-
-def autocast_for(device: torch.device, precision: str) -> torch.autocast:
-    """The training forward's autocast context (see `uses_bf16`)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
-
-
 def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> None:
     """Switch the encoder to `garasam.fast.encoder` (None: on CUDA only).
 
@@ -184,7 +180,7 @@ def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> 
     their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
     """
     from garasam.adapters import FullFinetuneConfig, adapter_config
-    from garasam.fast.encoder import optimize_sam, supports_fast_path
+    from garasam.fast.encoder import supports_fast_path
 
     if isinstance(adapter_config(sam), FullFinetuneConfig):
         if enabled:
@@ -197,8 +193,7 @@ def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> 
             )
         return
     device = next(sam.parameters()).device
-    if enabled or (enabled is None and device.type == "cuda"):
-        optimize_sam(sam, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)
+    accelerate(sam, enabled, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)
 
 
 def enable_activation_checkpointing(sam: nn.Module) -> None:
@@ -228,35 +223,10 @@ def decay_steps_for(config: TrainConfig, steps_per_epoch: int, total_steps: int)
     return [max(1, round(e * steps_per_epoch)) for e in s.decay_epochs]
 
 
-class _StopRequest:
-    """SIGINT / SIGTERM set a flag; the loop checkpoints at the end of the step and exits.
-
-    A second signal gets the previous handler (Ctrl-C twice interrupts at once).
-    """
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     """One training run; `run()` returns a TrainResult. Build with `train(config)`."""
 
-    def __init__(self, config: TrainConfig, ctx: distributed.DistContext) -> None:
+    def __init__(self, config: TrainConfig, ctx: DistContext) -> None:
         if config.output_dir is None:
             raise ConfigError("no output folder: pass --out DIR or set output_dir in the config")
         self.config = config
@@ -304,7 +274,7 @@ class Trainer:
 
         # Model: SAM frozen, adapters injected, all before DDP sees it.
         torch.manual_seed(run.seed)
-        self.sam = build_model(config, self.device)
+        self.sam = build_training_model(config, self.device)
         geometry = input_geometry(self.sam)  # (side, square): SAM 2 stretches, SAM 1 pads
         self.transform = SamTransform(*geometry)
         self.loader = DataLoader(
@@ -339,7 +309,6 @@ class Trainer:
         self.bad_samples = 0
         self._consecutive_nonfinite = 0
         self._window = _Window()
-        self._last_batch_images = 0
         self._throughput = 0.0
         self._first_problem: str | None = None
         if resume_from is not None:
@@ -347,7 +316,8 @@ class Trainer:
         # Each rank draws its own gate noise; a resumed run restored the exact per-rank state above.
         if resume_from is None:
             torch.manual_seed(run.seed * 1000 + ctx.rank + 1)
-        self.module = distributed.wrap(PromptedSam(self.sam), ctx)
+        self.prompted = PromptedSam(self.sam)
+        self.module = distributed.wrap(self.prompted, ctx)
         self.monitor = Monitor(
             self.output,
             ctx.is_main,
@@ -466,7 +436,7 @@ class Trainer:
         self.sam.train()
         self._window = _Window()
         try:
-            with _StopRequest() as stop:
+            with StopRequest() as stop:
                 interrupted = self._loop(stop)
             return self._finish(interrupted, stop.signal, start_step, time.time() - start_time)
         finally:
@@ -501,7 +471,7 @@ class Trainer:
             f"{report}" + (f"; resuming at step {self.step}" if self.step else "")
         )
 
-    def _loop(self, stop: _StopRequest) -> bool:
+    def _loop(self, stop: StopRequest) -> bool:
         """The epochs and steps; returns True when a signal stopped the run (after a checkpoint)."""
         tick = time.perf_counter()
         while self.step < self.total_steps:
@@ -663,7 +633,6 @@ class Trainer:
         # The gradient is already reduced, so every rank sees the same norm and takes the same decision.
         if math.isfinite(values["loss"]) and math.isfinite(grad_norm):
             self.optimizer.step()
-        self._last_batch_images = device_batch.num_images  # what gate_summary describes
         return values, grad_norm
 
     def _log(self, window: _Window, grad_norm: float) -> None:
@@ -676,8 +645,8 @@ class Trainer:
         scalars.update({"train/lr": lr, "train/images_per_s": images_per_s, "train/grad_norm": grad_norm})
         scalars["train/nonfinite_steps"] = float(self.nonfinite_total)
         gates: dict[str, float] = {}
-        if self._last_batch_images:
-            for summary in gate_summary(self.sam, self._last_batch_images):
+        if self.prompted.gates:  # the last training batch's
+            for summary in self.prompted.gates.summary():
                 block = summary.name.removeprefix("vision_encoder.").removesuffix(".attn.qkv")
                 gates[f"gates/mean_active_rank/{block}"] = float(summary.mean_active_rank.mean())
                 gates[f"gates/high_fraction/{block}"] = float(summary.high_fraction.mean())
@@ -768,21 +737,20 @@ class _Window:
         return {k: self.sums[k] / objects for k in _LOSS_TERMS}
 
 
-def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
+def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
     """SAM with the run's adapters injected, fast encoder and checkpointing as configured."""
-    from garasam.models import build_sam
-
     if config.model.checkpoint is None and config.model.model_type != "tiny":
         warnings.warn(
             f"model.checkpoint is not set: training adapters on a randomly initialised {config.model.model_type} "
             "(pass model.checkpoint=/path/to/sam_weights for a real run)",
             stacklevel=3,
         )
-    sam = build_sam(config.model.model_type, config.model.checkpoint, device=device)
-    if config.model.init_adapters is None:
-        inject_adapters(sam, config.adapter_config())
-    else:
-        load_adapters(sam, init_adapters_matching(config), trainable=True)
+    init = None if config.model.init_adapters is None else init_adapters_matching(config)
+    spec = ModelSpec(config.model.model_type, config.model.checkpoint, init)
+    # the fast encoder after, by training's rule: asked for and impossible is an error, not a no-op
+    sam = build_model(
+        spec, device=device, inject=config.adapter_config(), trainable=True, fast=False, random_weights=True
+    )
     apply_fast_encoder(sam, config.run.fast_encoder, config.run.precision)
     if config.run.activation_checkpointing:
         enable_activation_checkpointing(sam)
@@ -814,12 +782,12 @@ def _ignore_signals(worker_id: int) -> None:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train adapters as `config` says; under torchrun, every process calls this."""
-    ctx = distributed.setup(config.run.device)
+    ctx = join_process_group(config.run.device)
     try:
         with _deterministic(config.run.deterministic):
             return Trainer(config, ctx).run()
     finally:
-        distributed.teardown(ctx)
+        leave_process_group(ctx)
 
 
 @contextlib.contextmanager

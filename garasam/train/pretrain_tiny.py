@@ -34,6 +34,7 @@ from garasam.data.transforms import SamTransform
 from garasam.io import atomic_write_text
 from garasam.models.build import TINY_WEIGHTS, build_sam
 from garasam.models.checkpoint import save_sam
+from garasam.runtime import pick_device
 from garasam.train.losses import mask_losses
 
 MAX_POINTS = 3
@@ -109,7 +110,7 @@ class SceneStream(IterableDataset):
 
 def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
     """Train tiny SAM from scratch, write its safetensors and a JSON model card next to it."""
-    device = torch.device(_pick_device(config.device))
+    device = pick_device(config.device)
     torch.manual_seed(config.seed)
     model = build_sam("tiny", config.init, device=device, pretrained=False).train()
     # SAM's random Fourier matrix for coordinates is a fixed buffer, not a trained weight.
@@ -242,12 +243,6 @@ def _schedule(step: int, progress: float, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def _pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _hardware(device: torch.device) -> str:

@@ -10,9 +10,10 @@ from PIL import Image
 
 from garasam import cli
 from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
+from garasam.assembly import ModelSpec
 from garasam.data.synthetic import write_scenes
 from garasam.errors import ConfigError
-from garasam.eval.cmd import ModelSpec, parse_model_specs
+from garasam.eval.cmd import parse_model_specs
 from tests.eval.conftest import tiny_sam
 
 pytestmark = pytest.mark.filterwarnings("ignore:the bundled tiny SAM weights")

@@ -6,6 +6,8 @@ SAM saved by transformers and a GaraSam folder, as `hf download` would leave the
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -102,4 +104,23 @@ def test_a_garasam_folder_whose_base_changed_is_refused(pixels, tmp_path) -> Non
 
     shutil.rmtree(base)
     with pytest.raises(CheckpointError, match="the base checkpoint .* is not there"):
+        GaraSam.from_pretrained(tmp_path / "gara")
+
+
+def test_a_folder_written_with_garasam_json_still_loads(tmp_path) -> None:
+    """Folders of garasam 0.1.0 named their base in garasam.json beside the adapters."""
+    base = tmp_path / "sam"
+    build_sam("tiny").save_pretrained(base)
+    adapted = inject_adapters(build_sam("tiny", base), GaRAConfig(r_low=2, r_high=4))
+    adapted.save_pretrained(tmp_path / "gara")
+    identity = adapted.garasam_checkpoint
+    record = {"format_version": 1, "base": {"model_type": "tiny", **identity}}
+    (tmp_path / "gara" / "garasam.json").write_text(json.dumps(record))
+    meta = json.loads((tmp_path / "gara" / "adapter_config.json").read_text())
+    meta["backbone"]["checkpoint"] = {k: v for k, v in identity.items() if k != "source"}  # as 0.1.0 wrote it
+    (tmp_path / "gara" / "adapter_config.json").write_text(json.dumps(meta))
+    loaded = GaraSam.from_pretrained(tmp_path / "gara")
+    assert adapter_config(loaded) == adapter_config(adapted)
+    (tmp_path / "gara" / "garasam.json").unlink()
+    with pytest.raises(CheckpointError, match="names no base checkpoint"):
         GaraSam.from_pretrained(tmp_path / "gara")

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters, save_adapters
+from garasam.assembly import resolve_model_type
 from garasam.errors import CheckpointError, ConfigError, DataError
 from garasam.fast.cuda_graphs import EncoderGraphs
 from garasam.models import build_sam, save_sam
 from garasam.predict import GaraSamPredictor, from_pretrained, gate_table
-from garasam.predict.predictor import resolve_model_type
 from tests.official_sam import SamPredictor, official_tiny_sam
 
 PROMPTS = [
