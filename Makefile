@@ -13,6 +13,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check garasam tests benchmarks scripts
 	$(BIN)/ruff format --check garasam tests benchmarks scripts
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""`garasam` command line: one sub-command per job, each defined next to the code it drives.
+"""`garasam` command line: one sub-command per job, each in a module of `garasam.commands`.
 
 Sub-commands are imported lazily so that `garasam --help` and each command start fast.
 A command module exposes `add_arguments(parser)` and `run(args) -> int`.
@@ -15,23 +15,26 @@ from garasam.errors import GarasamError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("garasam.demo", "miniature GaRA-SAM reproduction on the bundled tiny SAM (no downloads)"),
-    "synth": ("garasam.data.synth_cmd", "write synthetic scenes in the Robust-Seg layout"),
-    "prepare": ("garasam.data.prepare.cmd", "the paper's datasets from their official downloads (offline)"),
-    "corrupt": ("garasam.data.corrupt", "write a degraded dataset in the Robust-Seg layout"),
-    "train": ("garasam.train.cmd", "train adapters on a frozen SAM"),
-    "eval": ("garasam.eval.cmd", "robustness evaluation per degradation, with tables and plots"),
+    "demo": (
+        "garasam.commands.demo",
+        "miniature GaRA-SAM reproduction on the bundled tiny SAM (no downloads)",
+    ),
+    "synth": ("garasam.commands.synth", "write synthetic scenes in the Robust-Seg layout"),
+    "prepare": ("garasam.commands.prepare", "the paper's datasets from their official downloads (offline)"),
+    "corrupt": ("garasam.commands.corrupt", "write a degraded dataset in the Robust-Seg layout"),
+    "train": ("garasam.commands.train", "train adapters on a frozen SAM"),
+    "eval": ("garasam.commands.eval", "robustness evaluation per degradation, with tables and plots"),
     "oracle": (
-        "garasam.eval.oracle",
+        "garasam.commands.oracle",
         "Oracle-Corrupt and Oracle-Instance over several models (paper Fig. 2b)",
     ),
-    "predict": ("garasam.predict.cmd", "prompted or automatic masks for images"),
-    "serve": ("garasam.predict.web", "web page comparing SAM and GaRA-SAM"),
+    "predict": ("garasam.commands.predict", "prompted or automatic masks for images"),
+    "serve": ("garasam.commands.serve", "web page comparing SAM and GaRA-SAM"),
     "study": (
-        "garasam.miniature.cmd",
+        "garasam.commands.study",
         "the pre-registered miniature study: every arm, 3 seeds, 95% intervals",
     ),
-    "pretrain-tiny": ("garasam.train.pretrain_tiny", "train the bundled tiny SAM from scratch"),
+    "pretrain-tiny": ("garasam.commands.pretrain_tiny", "train the bundled tiny SAM from scratch"),
 }
 
 

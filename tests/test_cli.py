@@ -182,7 +182,7 @@ def _all_options() -> list[tuple[str, argparse.Action]]:
 
 @pytest.mark.parametrize("flag", ["--out", "--output-dir"])
 def test_one_vocabulary_with_the_former_names_kept(flag, tmp_path) -> None:
-    from garasam.train import cmd as train_cmd
+    from garasam.commands import train as train_cmd
 
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)
@@ -193,7 +193,7 @@ def test_one_vocabulary_with_the_former_names_kept(flag, tmp_path) -> None:
     assert f"output_dir='{tmp_path}'" in overrides
     assert "model.init_adapters='runs/a b'" in overrides
     assert "model.model_type=vit_b" in overrides and "model.checkpoint='w.pth'" in overrides
-    from garasam.eval import cmd as eval_cmd
+    from garasam.commands import eval as eval_cmd
 
     parser = argparse.ArgumentParser()
     eval_cmd.add_arguments(parser)

@@ -15,8 +15,6 @@ and prompt); the report says how many were left out.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,28 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from garasam.argtypes import output_dir
 from garasam.errors import ConfigError, DataError
 from garasam.eval.markdown import table
 from garasam.eval.report import read_objects_csv
-from garasam.io import atomic_write_text
 
 CLEAN = "clean"
 ORACLE_CORRUPT, ORACLE_INSTANCE = "Oracle-Corrupt", "Oracle-Instance"
 
 Condition = tuple[str, int]  # (degradation, severity)
 ObjectKey = tuple[str, str, str, int]  # (image_id, object, degradation, severity)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "objects", nargs="+", type=Path, metavar="OBJECTS_CSV", help="objects.csv of one or more evaluations"
-    )
-    parser.add_argument(
-        "--models",
-        help="comma-separated models to compare (default: every model of the files), e.g. lora16,lora128,lora256",
-    )
-    parser.add_argument("--out", type=output_dir, default=Path("oracle_out"), help="output folder")
 
 
 def load_scores(paths: Sequence[Path]) -> dict[str, dict[str, dict[ObjectKey, float]]]:
@@ -165,15 +150,3 @@ def oracle_markdown(summary: dict[str, Any]) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}"
-
-
-def run(args: argparse.Namespace) -> int:
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    summary = oracle_summary(load_scores(args.objects), models)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "oracle.json", json.dumps(summary, indent=2) + "\n")
-    markdown = oracle_markdown(summary)
-    atomic_write_text(args.out / "oracle.md", markdown)
-    print(markdown)
-    print(f"written: {args.out / 'oracle.md'}, {args.out / 'oracle.json'}")
-    return 0

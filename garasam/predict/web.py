@@ -12,7 +12,6 @@ wires them to Gradio widgets.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import functools
@@ -35,18 +34,15 @@ from transformers import SamModel
 
 from garasam.adapters import GaRAConfig, adapter_config
 from garasam.adapters.io import CONFIG_NAME
-from garasam.argtypes import device, port
 from garasam.assembly import ModelSpec, accelerate, build_model, resolve_model_type
 from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_for
 from garasam.data.readers import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
-from garasam.models import MODEL_TYPES
 from garasam.models.build import TINY_WEIGHTS
 from garasam.models.registry import FAMILIES, family_of
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import GaraSamPredictor, block_index
 from garasam.predict.prompts import UserPrompt, segment
-from garasam.runtime import resolve_device
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -466,39 +462,3 @@ def _import_gradio() -> Any:
     except ImportError as err:
         raise ConfigError("the web page needs Gradio: pip install 'garasam[web]'") from err
     return gradio
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
-    parser.add_argument("--port", type=port, default=7860, help="TCP port of the page")
-    parser.add_argument("--checkpoint", type=Path, help="SAM checkpoint; none: the bundled tiny SAM")
-    parser.add_argument(
-        "--adapters", type=Path, help="GaRA adapter folder; none: bundled demo or zero-init GaRA"
-    )
-    parser.add_argument(
-        "--model-type",
-        choices=sorted(MODEL_TYPES),
-        help="SAM backbone (default: from the adapters, else tiny)",
-    )
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
-    )
-    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
-
-
-def run(args: argparse.Namespace) -> int:
-    app = WebApp.create(
-        args.checkpoint, args.adapters, args.model_type, resolve_device(args.device), args.random_weights
-    )
-    page = build_page(app)
-    print(f"garasam serve: http://{args.host}:{args.port}", flush=True)
-    page.queue(default_concurrency_limit=1).launch(
-        server_name=args.host,
-        server_port=args.port,
-        max_file_size=MAX_UPLOAD_BYTES,
-        show_error=True,
-        quiet=True,
-    )
-    return 0

@@ -199,7 +199,7 @@ def test_bdd100k_bitmasks_read_back_as_instances(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_run_resumes_and_keeps_what_it_wrote(tmp_path: Path, monkeypatch) -> None:
-    from garasam.data.prepare import cmd
+    from garasam.data.prepare import convert as cmd
 
     members = {f"MSRA10K_Imgs_GT/Imgs/{i}.jpg": _jpeg(i) for i in range(4)}
     members |= {f"MSRA10K_Imgs_GT/Imgs/{i}.png": _mask_png() for i in range(4)}

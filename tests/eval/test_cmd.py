@@ -13,7 +13,7 @@ from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
 from garasam.assembly import ModelSpec
 from garasam.data.synthetic import write_scenes
 from garasam.errors import ConfigError
-from garasam.eval.cmd import parse_model_specs
+from garasam.commands.eval import parse_model_specs
 from tests.eval.conftest import tiny_sam
 
 pytestmark = pytest.mark.filterwarnings("ignore:the bundled tiny SAM weights")
@@ -213,7 +213,7 @@ def test_evaluating_on_training_images_is_flagged(dataset: Path, tmp_path: Path)
 
 def test_adapters_flag_is_short_for_a_frozen_and_an_adapted_model() -> None:
     """Issue 20, item 8: predict and serve take --adapters, eval takes it too."""
-    from garasam.eval.cmd import model_specs
+    from garasam.commands.eval import model_specs
 
     assert model_specs(None, [Path("runs/gara/adapters")]) == ["frozen=none", "gara=runs/gara/adapters"]
     assert model_specs(None, None) == ["frozen=none"]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
 from garasam.cli import main
-from garasam.predict.cmd import expand_inputs
+from garasam.commands.predict import expand_inputs
 from garasam.predict.masks import decode_rle
 
 

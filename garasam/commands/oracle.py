@@ -1,0 +1,38 @@
+"""`garasam oracle`: Oracle-Corrupt and Oracle-Instance over several evaluated models (paper Fig. 2b)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from garasam.argtypes import output_dir
+from garasam.eval.oracle import (
+    load_scores,
+    oracle_markdown,
+    oracle_summary,
+)
+from garasam.io import atomic_write_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "objects", nargs="+", type=Path, metavar="OBJECTS_CSV", help="objects.csv of one or more evaluations"
+    )
+    parser.add_argument(
+        "--models",
+        help="comma-separated models to compare (default: every model of the files), e.g. lora16,lora128,lora256",
+    )
+    parser.add_argument("--out", type=output_dir, default=Path("oracle_out"), help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    summary = oracle_summary(load_scores(args.objects), models)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "oracle.json", json.dumps(summary, indent=2) + "\n")
+    markdown = oracle_markdown(summary)
+    atomic_write_text(args.out / "oracle.md", markdown)
+    print(markdown)
+    print(f"written: {args.out / 'oracle.md'}, {args.out / 'oracle.json'}")
+    return 0
