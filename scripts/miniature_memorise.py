@@ -20,7 +20,8 @@ import torch
 
 from garasam.assembly import build_models
 from garasam.data.degradations import get_suite, seed_for
-from garasam.data.readers import CLEAN_DIR, MASKS_DIR, open_dataset, save_jpeg, save_masks
+from garasam.data.images import save_jpeg, save_masks
+from garasam.data.readers import CLEAN_DIR, MASKS_DIR, open_dataset
 from garasam.data.synthetic import generate_scene
 from garasam.eval.protocol import evaluate
 from garasam.eval.stats import Bootstrap, stack_scores

@@ -33,7 +33,8 @@ from garasam.adapters import GaRAConfig, adapter_config, inject_adapters, load_a
 from garasam.adapters.config import config_from_dict
 from garasam.adapters.io import CONFIG_NAME, WEIGHTS_NAME
 from garasam.data.coco_masks import check_runs, compressed_runs
-from garasam.data.readers import CocoReader, FolderReader, load_image, read_label_map
+from garasam.data.images import load_image, read_label_map
+from garasam.data.readers import CocoReader, FolderReader
 from garasam.errors import GarasamError
 from garasam.models.build import build_sam
 from garasam.models.checkpoint import save_sam

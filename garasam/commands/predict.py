@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from garasam.argtypes import device, non_negative_int, output_dir, positive_int, unit_float
-from garasam.data.readers import IMAGE_SUFFIXES, load_image
+from garasam.data.images import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
 from garasam.models.registry import MODEL_TYPES, encoder_of, model_type_of_config

@@ -16,14 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from garasam.data.readers import (
-    CLEAN_DIR,
-    MASKS_DIR,
-    Reader,
-    masks_dir_for,
-    save_jpeg,
-    save_masks,
-)
+from garasam.data.images import save_jpeg, save_masks
+from garasam.data.readers import CLEAN_DIR, MASKS_DIR, Reader, masks_dir_for
 from garasam.errors import ConfigError, DataError
 
 MANIFEST = "corrupt.json"

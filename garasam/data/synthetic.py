@@ -31,7 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from garasam.data.readers import CLEAN_DIR, MASKS_DIR, Sample, save_jpeg, save_masks
+from garasam.data.images import save_jpeg, save_masks
+from garasam.data.readers import CLEAN_DIR, MASKS_DIR, Sample
 from garasam.errors import ConfigError, DataError
 
 Family = Literal["source", "target", "zero_shot"]

@@ -36,7 +36,7 @@ from garasam.adapters import GaRAConfig, adapter_config
 from garasam.adapters.io import CONFIG_NAME
 from garasam.assembly import ModelSpec, accelerate, build_model, resolve_model_type
 from garasam.data.degradations import SUITES, get_degradation, get_suite, seed_for
-from garasam.data.readers import IMAGE_SUFFIXES, load_image
+from garasam.data.images import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError, GarasamError
 from garasam.models.build import TINY_WEIGHTS
 from garasam.models.registry import FAMILIES, family_of

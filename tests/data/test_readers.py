@@ -10,15 +10,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from garasam.data.readers import (
-    CityscapesReader,
-    CocoReader,
-    FolderReader,
-    RobustSegReader,
-    load_image,
-    open_dataset,
-    save_masks,
-)
+from garasam.data.images import load_image, save_masks
+from garasam.data.readers import CityscapesReader, CocoReader, FolderReader, RobustSegReader, open_dataset
 from garasam.errors import ConfigError, DataError
 from tests.data.conftest import box_mask, random_image, write_image
 

@@ -12,9 +12,9 @@ import torch
 from garasam import cli
 from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
 from garasam.assembly import ModelSpec
+from garasam.commands.eval import parse_model_specs
 from garasam.data.synthetic import write_scenes
 from garasam.errors import ConfigError
-from garasam.commands.eval import parse_model_specs
 from garasam.eval.paper import PAPER_TABLES, paper_method
 from garasam.models import build_sam, save_sam
 

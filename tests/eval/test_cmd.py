@@ -11,9 +11,9 @@ from PIL import Image
 from garasam import cli
 from garasam.adapters import GaRAConfig, inject_adapters, save_adapters
 from garasam.assembly import ModelSpec
+from garasam.commands.eval import parse_model_specs
 from garasam.data.synthetic import write_scenes
 from garasam.errors import ConfigError
-from garasam.commands.eval import parse_model_specs
 from tests.eval.conftest import tiny_sam
 
 pytestmark = pytest.mark.filterwarnings("ignore:the bundled tiny SAM weights")

@@ -12,7 +12,8 @@ from PIL import Image
 
 from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters
 from garasam.data.degradations import get_degradation, seed_for
-from garasam.data.readers import open_dataset, save_masks
+from garasam.data.images import save_masks
+from garasam.data.readers import open_dataset
 from garasam.errors import ConfigError
 from garasam.eval.metrics import average_precision
 from garasam.eval.protocol import CLEAN_CONDITION, Condition, evaluate, plan_conditions

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 
 from garasam.adapters import GaRAConfig, LoRAConfig, MoELoRAConfig
 from garasam.cli import main as cli_main
-from garasam.errors import ConfigError
 from garasam.commands import train as cmd
+from garasam.errors import ConfigError
 from garasam.train.config import TrainConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
