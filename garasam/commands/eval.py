@@ -225,7 +225,8 @@ def run(args: argparse.Namespace) -> int:
 
     from garasam.assembly import build_models
     from garasam.data.readers import open_dataset
-    from garasam.eval.protocol import evaluate, plan_conditions
+    from garasam.eval.conditions import plan_conditions
+    from garasam.eval.protocol import evaluate
     from garasam.eval.report import headline_table, write_report
     from garasam.runtime import join_process_group, leave_process_group
 

@@ -19,7 +19,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from garasam.eval.protocol import CLEAN_CONDITION, Condition, Results
+from garasam.eval.conditions import CLEAN_CONDITION, Condition
+from garasam.eval.results import Results
 from garasam.io import atomic_path
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")

@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from garasam.data.prompts import Prompt
+from garasam.eval.conditions import Condition
 from garasam.eval.plots import save_figure
-from garasam.eval.protocol import Condition, Example, Results
+from garasam.eval.results import Example, Results
 
 _OBJECT_COLOURS = np.array(
     [

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from garasam.errors import DataError
+from garasam.eval.conditions import CLEAN_CONDITION
 from garasam.eval.markdown import table
 from garasam.eval.metrics import METRIC_LABELS, METRICS
-from garasam.eval.protocol import CLEAN_CONDITION, Results
+from garasam.eval.results import Results
 from garasam.io import atomic_write_text
 
 MAX_LISTED_PROBLEMS = 50  # skipped items listed in summary.md; results.json has every one

@@ -12,7 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from garasam.adapters import GaRAConfig, inject_adapters
-from garasam.eval.protocol import Results, evaluate
+from garasam.eval.protocol import evaluate
+from garasam.eval.results import Results
 from tests.eval.conftest import DEGRADATIONS, scenes, tiny_sam
 
 

@@ -15,8 +15,9 @@ from garasam.data.degradations import get_degradation, seed_for
 from garasam.data.images import save_masks
 from garasam.data.readers import open_dataset
 from garasam.errors import ConfigError
+from garasam.eval.conditions import CLEAN_CONDITION, Condition, plan_conditions
 from garasam.eval.metrics import average_precision
-from garasam.eval.protocol import CLEAN_CONDITION, Condition, evaluate, plan_conditions
+from garasam.eval.protocol import evaluate
 from tests.eval.conftest import DEGRADATIONS, tiny_sam
 
 

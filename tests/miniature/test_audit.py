@@ -16,7 +16,8 @@ from garasam.data.degradations import get_suite
 from garasam.data.prompts import eval_prompt
 from garasam.data.synthetic import generate_scene
 from garasam.data.transforms import SamTransform
-from garasam.eval.protocol import CLEAN_CONDITION, Condition, _ViewSource
+from garasam.eval.conditions import CLEAN_CONDITION, Condition
+from garasam.eval.views import ViewSource
 from garasam.models import build_sam
 from garasam.train.config import DataSection, PromptSection
 from garasam.train.data import TrainCollate, TrainDataset, to_device
@@ -43,7 +44,7 @@ def _train_batch(scene, degradation: str = "clean"):
 
 
 def _eval_view(scene, condition=CLEAN_CONDITION):
-    source = _ViewSource(
+    source = ViewSource(
         [scene], [0], [condition], "robustseg", ["point", "box"], "fly", 0, [SamTransform(SIZE)], 8
     )
     return source[0].views[0]
@@ -106,7 +107,7 @@ def test_a_degradation_is_the_same_in_training_and_evaluation(name) -> None:
     assert item.degradation == name
     train = to_device(TrainCollate(SIZE)([item]), SamTransform(SIZE), "single_point", torch.device("cpu"))
 
-    source = _ViewSource(
+    source = ViewSource(
         [big], [0], [Condition(name, 1)], "robustseg", ["box"], "fly", 0, [SamTransform(SIZE)], 8
     )
     view = source[0].views[0]
