@@ -42,7 +42,8 @@ from garasam.data.transforms import SamTransform  # noqa: E402
 from garasam.runtime import DistContext, autocast_for, uses_bf16  # noqa: E402
 from garasam.train.config import load_config  # noqa: E402
 from garasam.train.data import TrainCollate, TrainDataset, to_device  # noqa: E402
-from garasam.train.loop import PromptedSam, build_training_model, forward_backward, loss_weights  # noqa: E402
+from garasam.train.setup import build_training_model  # noqa: E402
+from garasam.train.step import PromptedSam, forward_backward, loss_weights  # noqa: E402
 
 ADAPTERS = {"gara": ["adapter.adapter_type=gara"], "lora16": ["adapter.adapter_type=lora", "adapter.rank=16"]}
 FAST = {"auto": "null", "on": "true", "off": "false"}  # --fast values as run.fast_encoder overrides

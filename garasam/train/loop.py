@@ -15,26 +15,21 @@ import math
 import os
 import signal
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from garasam.adapters import (
-    load_adapters,
     trainable_parameters,
 )
-from garasam.assembly import Gates, ModelSpec, accelerate, build_model, encode, release_valid_area
 from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
-from garasam.errors import CheckpointError, ConfigError, GarasamError
-from garasam.io import atomic_write_text
-from garasam.models.features import decode, input_geometry
+from garasam.errors import ConfigError, GarasamError
+from garasam.models.features import input_geometry
 from garasam.runtime import (
     DistContext,
     StopRequest,
@@ -44,10 +39,9 @@ from garasam.runtime import (
     uses_bf16,
 )
 from garasam.train import checkpoint as ckpt
-from garasam.train import distributed, losses
-from garasam.train.config import TrainConfig, config_diff, dump_yaml
+from garasam.train import distributed
+from garasam.train.config import TrainConfig
 from garasam.train.data import (
-    DeviceBatch,
     EpochSampler,
     TrainBatch,
     TrainCollate,
@@ -58,11 +52,19 @@ from garasam.train.data import (
 )
 from garasam.train.monitor import Monitor
 from garasam.train.preflight import plan_resources
+from garasam.train.resume import prepare_output, restore
+from garasam.train.setup import _ignore_signals, build_training_model, init_adapters_matching
+from garasam.train.step import (
+    _LOSS_TERMS,
+    PromptedSam,
+    decay_steps_for,
+    forward_backward,
+    loss_weights,
+    lr_factor,
+)
 from garasam.train.validation import Validator
 from garasam.version import __version__
 
-# Order of the per-step statistics reduced over processes (sums and counts).
-_LOSS_TERMS = ("loss", "focal", "dice", "iou_mse", "iou")
 _STATS = (*_LOSS_TERMS, "objects", "images", "bad_samples", "stop")
 
 
@@ -90,139 +92,6 @@ class TrainResult:
     signal: int | None = None  # the signal that interrupted the run
 
 
-class PromptedSam(nn.Module):
-    """Encoder once per image, then one decoder call per prompt group, with gradients throughout.
-
-    DDP wraps this module, so a whole forward (encoder + decoders) is one DDP forward.
-    """
-
-    def __init__(self, sam: nn.Module) -> None:
-        super().__init__()
-        self.sam = sam
-        self.gates: Gates | None = None
-
-    def forward(self, batch: DeviceBatch) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The image embeddings and, per prompt group, SAM's `(pred_masks, iou_scores)`; the gate
-        decisions of the batch are kept in `self.gates` (outside DDP's outputs)."""
-        features, self.gates = encode(self.sam, batch.pixel_values, batch.input_sizes)
-        outputs = []
-        for group in batch.groups:
-            out = decode(
-                self.sam,
-                features.index_select(group.image_index),
-                input_points=group.points,
-                input_labels=group.labels,
-                input_boxes=group.boxes,
-                multimask_output=group.multimask,
-            )
-            outputs.append((out.pred_masks, out.iou_scores))
-        return features.embeddings, outputs
-
-
-def loss_weights(config: TrainConfig) -> losses.LossWeights:
-    c = config.loss
-    return losses.LossWeights(
-        c.focal_weight, c.dice_weight, c.iou_weight, c.focal_gamma, c.focal_alpha, c.dice
-    )
-
-
-def forward_backward(
-    module: nn.Module,
-    batch: DeviceBatch,
-    weights: losses.LossWeights,
-    autocast: torch.autocast,
-    ctx: DistContext,
-) -> dict[str, torch.Tensor]:
-    """One forward and backward; returns this process's loss sums (detached) per term.
-
-    The loss is the mean over the objects of all processes: DDP averages gradients over processes,
-    so each process scales its sum by world_size / global object count.
-    """
-    count = torch.tensor([float(batch.num_objects)], device=batch.pixel_values.device)
-    distributed.all_reduce_sum(count, ctx)
-    with autocast:
-        embeddings, outputs = module(batch)
-    sums = batch_losses(embeddings, outputs, batch, weights)
-    (sums["loss"] * (ctx.world_size / count.clamp(min=1))).sum().backward()
-    # the encode kept the gates' valid area through the backward (activation checkpointing re-runs them)
-    release_valid_area(getattr(module, "module", module).sam)  # under DDP, the PromptedSam it wraps
-    return {k: v.detach().float() for k, v in sums.items()}
-
-
-def batch_losses(
-    embeddings: torch.Tensor,
-    outputs: list[tuple[torch.Tensor, torch.Tensor]],
-    batch: DeviceBatch,
-    weights: losses.LossWeights,
-) -> dict[str, torch.Tensor]:
-    """Sums over this process's objects of every loss term (the caller normalises by the global count)."""
-    parts = [
-        losses.mask_losses(pred, iou, g.targets, best_of=True, input_sizes=g.input_sizes, weights=weights)
-        for (pred, iou), g in zip(outputs, batch.groups, strict=True)
-    ]
-    if not parts:
-        # No object survived (a geometric degradation moved them all out): a zero loss that still
-        # reaches every adapter, so this process's DDP backward matches the other processes'.
-        return dict.fromkeys(_LOSS_TERMS, embeddings.float().sum() * 0.0)
-    return {
-        "loss": sum(p.per_object.sum() for p in parts),
-        "focal": sum(p.focal.sum() for p in parts),
-        "dice": sum(p.dice.sum() for p in parts),
-        "iou_mse": sum(p.iou_mse.sum() for p in parts),
-        "iou": sum(p.iou.sum() for p in parts),
-    }
-
-
-def apply_fast_encoder(sam: nn.Module, enabled: bool | None, precision: str) -> None:
-    """Switch the encoder to `garasam.fast.encoder` (None: on CUDA only).
-
-    Adapters must already be injected. The frozen weights take the autocast dtype (bf16 halves
-    their memory and feeds the fused kernels), trainable adapters and gates keep float32 weights.
-    """
-    from garasam.adapters import FullFinetuneConfig, adapter_config
-    from garasam.fast.encoder import supports_fast_path
-
-    if isinstance(adapter_config(sam), FullFinetuneConfig):
-        if enabled:
-            raise ConfigError("run.fast_encoder=true casts the frozen encoder; full fine-tuning trains it")
-        return
-    if not supports_fast_path(sam):
-        if enabled:
-            raise ConfigError(
-                "run.fast_encoder=true: the fast encoder is SAM 1's (ViT); SAM 2.1 runs transformers' own"
-            )
-        return
-    device = next(sam.parameters()).device
-    accelerate(sam, enabled, dtype=torch.bfloat16 if uses_bf16(device, precision) else torch.float32)
-
-
-def enable_activation_checkpointing(sam: nn.Module) -> None:
-    """Recompute each encoder block in backward (transformers' GradientCheckpointingLayer, non-reentrant).
-
-    torch.utils.checkpoint restores the RNG state for the recomputation, so GaRA's Gumbel noise is
-    drawn identically twice and the gates take the same decisions in forward and backward.
-    """
-    encoder = sam.vision_encoder
-    kwargs = {"use_reentrant": False}
-    if hasattr(encoder, "activation_checkpointing_enable"):
-        encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:  # transformers < 5
-        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def lr_factor(step: int, decay_steps: list[int], gamma: float) -> float:
-    """Step decay: x gamma at each decay step passed."""
-    return gamma ** sum(step >= d for d in decay_steps)
-
-
-def decay_steps_for(config: TrainConfig, steps_per_epoch: int, total_steps: int) -> list[int]:
-    """Decay epochs in steps; with max_steps they scale to the run length (epoch 10 of 20 -> half-way)."""
-    s = config.schedule
-    if config.run.max_steps is not None:
-        return [max(1, round(total_steps * e / s.epochs)) for e in s.decay_epochs]
-    return [max(1, round(e * steps_per_epoch)) for e in s.decay_epochs]
-
-
 class Trainer:
     """One training run; `run()` returns a TrainResult. Build with `train(config)`."""
 
@@ -248,7 +117,7 @@ class Trainer:
         )
         workers = self.resources.workers
         # Fresh run, resume, or refuse: decided before anything expensive is built.
-        resume_from = self._prepare_output()
+        resume_from = prepare_output(config, self.output, ctx)
         if config.model.init_adapters is not None:
             init_adapters_matching(config)  # a wrong folder is refused before the data is opened
 
@@ -312,7 +181,9 @@ class Trainer:
         self._throughput = 0.0
         self._first_problem: str | None = None
         if resume_from is not None:
-            self._restore(resume_from)
+            resumed = restore(resume_from, config, self.sam, self.optimizer, len(self.dataset), ctx)
+            self.step, self.best = resumed.step, resumed.best
+            self.nonfinite_total, self.bad_samples = resumed.nonfinite_total, resumed.bad_samples
         # Each rank draws its own gate noise; a resumed run restored the exact per-rank state above.
         if resume_from is None:
             torch.manual_seed(run.seed * 1000 + ctx.rank + 1)
@@ -326,107 +197,6 @@ class Trainer:
             config.logging.tensorboard,
             config.logging.progress,
         )
-
-    # -- output folder: fresh, resume, or refuse -----------------------------------------------------
-    def _prepare_output(self) -> Path | None:
-        """Rank 0 inspects the folder and decides; every rank gets the decision (or the error)."""
-        decision: tuple[str | None, str | None] = (None, None)
-        failure: GarasamError | None = None
-        if self.ctx.is_main:
-            try:
-                path = self._decide_resume()
-                decision = (str(path) if path else None, None)
-            except GarasamError as err:
-                failure, decision = err, (None, str(err))
-        path, error = distributed.broadcast_object(decision, self.ctx)
-        if failure is not None:
-            raise failure
-        if error is not None:
-            raise ConfigError(error)
-        distributed.barrier(self.ctx)
-        return Path(path) if path else None
-
-    def _decide_resume(self) -> Path | None:
-        config, output = self.config, self.output
-        existing = ckpt.read_run(output)
-        checkpoints = ckpt.list_checkpoints(output)
-        if config.overwrite and (existing or checkpoints):
-            ckpt.remove_run(output)
-            existing, checkpoints = None, []
-        if existing is not None and existing.get("config_hash") != config.config_hash():
-            changes = config_diff(existing.get("identity", {}), config.identity())
-            raise ConfigError(
-                f"{output} holds another run (config hash {existing.get('config_hash')}, this run "
-                f"{config.config_hash()}; differences: {'; '.join(changes[:6]) or 'unknown'}); "
-                "choose another --out or pass --overwrite to replace it"
-            )
-        if checkpoints and config.resume is False:
-            raise ConfigError(
-                f"{output} already holds checkpoints of this run (last at step {checkpoints[-1][0]}); "
-                "pass --resume to continue it or --overwrite to start over"
-            )
-        if not checkpoints and config.resume is True:
-            raise ConfigError(
-                f"{output}: nothing to resume (no complete checkpoint in {output / ckpt.CHECKPOINTS})"
-            )
-        if existing is None:
-            output.mkdir(parents=True, exist_ok=True)
-            ckpt.write_run(
-                output,
-                {
-                    "config_hash": config.config_hash(),
-                    "identity": config.identity(),
-                    "garasam_version": __version__,
-                    "torch_version": torch.__version__,
-                    "world_size": self.ctx.world_size,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                },
-            )
-        atomic_write_text(output / "config.yaml", dump_yaml(config))
-        if not checkpoints:
-            return None
-        path, skipped = ckpt.newest_intact(output)
-        if path is None:
-            raise CheckpointError(
-                f"{output}: no intact checkpoint to resume from:\n  " + "\n  ".join(skipped)
-            )
-        if skipped:
-            warnings.warn(
-                f"{output}: resuming from {path.name}, the newest intact checkpoint; passed over "
-                + "; ".join(skipped),
-                stacklevel=2,
-            )
-        return path
-
-    def _restore(self, path: Path) -> None:
-        state = ckpt.load_state(path)
-        if state.get("config_hash") != self.config.config_hash():
-            raise CheckpointError(f"{path}: checkpoint of another config (hash {state.get('config_hash')})")
-        load_adapters(self.sam, path / ckpt.ADAPTERS, trainable=True)
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"{path}: optimizer state does not fit this model ({err})") from None
-        self.step = int(state["step"])
-        self.best = state.get("best")
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
-        self.bad_samples = int(state.get("bad_samples", 0))
-        rng = state.get("rng") or []
-        if state.get("dataset_size") != len(self.dataset):
-            warnings.warn(
-                f"{path}: the training set had {state.get('dataset_size')} samples, now {len(self.dataset)}; "
-                "the data order after resuming differs from an uninterrupted run",
-                stacklevel=2,
-            )
-        if len(rng) == self.ctx.world_size:
-            ckpt.set_rng_state(rng[self.ctx.rank])
-        else:
-            warnings.warn(
-                f"{path}: saved by {len(rng)} process(es), resumed by {self.ctx.world_size}: "
-                "random generators are reseeded",
-                stacklevel=2,
-            )
-            torch.manual_seed(self.config.run.seed * 1000 + self.ctx.rank + 1 + self.step)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -735,49 +505,6 @@ class _Window:
     def means(self) -> dict[str, float]:
         objects = max(self.sums["objects"], 1.0)
         return {k: self.sums[k] / objects for k in _LOSS_TERMS}
-
-
-def build_training_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """SAM with the run's adapters injected, fast encoder and checkpointing as configured."""
-    if config.model.checkpoint is None and config.model.model_type != "tiny":
-        warnings.warn(
-            f"model.checkpoint is not set: training adapters on a randomly initialised {config.model.model_type} "
-            "(pass model.checkpoint=/path/to/sam_weights for a real run)",
-            stacklevel=3,
-        )
-    init = None if config.model.init_adapters is None else init_adapters_matching(config)
-    spec = ModelSpec(config.model.model_type, config.model.checkpoint, init)
-    # the fast encoder after, by training's rule: asked for and impossible is an error, not a no-op
-    sam = build_model(
-        spec, device=device, inject=config.adapter_config(), trainable=True, fast=False, random_weights=True
-    )
-    apply_fast_encoder(sam, config.run.fast_encoder, config.run.precision)
-    if config.run.activation_checkpointing:
-        enable_activation_checkpointing(sam)
-    return sam
-
-
-def init_adapters_matching(config: TrainConfig) -> Path:
-    """`model.init_adapters`, once its adapters are known to be the ones the run's recipe describes."""
-    from garasam.adapters.io import saved_adapter_config
-
-    directory = Path(config.model.init_adapters)
-    saved = saved_adapter_config(directory).to_dict()
-    wanted = config.adapter_config().to_dict()
-    differ = sorted(key for key in saved.keys() | wanted.keys() if saved.get(key) != wanted.get(key))
-    if differ:
-        details = "; ".join(f"{key}: saved {saved.get(key)!r}, run {wanted.get(key)!r}" for key in differ)
-        raise ConfigError(
-            f"model.init_adapters {directory}: these adapters differ from the run's adapter section "
-            f"({details}); set the adapter section to theirs (e.g. adapter.{differ[0]}=...)"
-        )
-    return directory
-
-
-def _ignore_signals(worker_id: int) -> None:
-    """Loader workers leave SIGINT/SIGTERM to the main process, which checkpoints and then stops them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -57,7 +57,7 @@ def test_training_config_accepts_it() -> None:
 
 
 def test_the_fast_encoder_is_never_applied_to_a_trained_encoder(tiny_sam) -> None:
-    from garasam.train.loop import apply_fast_encoder
+    from garasam.train.setup import apply_fast_encoder
 
     inject_adapters(tiny_sam, FullFinetuneConfig())
     with pytest.raises(ConfigError, match="full fine-tuning"):

@@ -251,7 +251,7 @@ def test_the_fast_path_is_sam1s_only() -> None:
     run.fast_encoder=true for it, and the default (None) leaves it alone."""
     from garasam.errors import ConfigError
     from garasam.fast.encoder import optimize_sam, supports_fast_path
-    from garasam.train.loop import apply_fast_encoder
+    from garasam.train.setup import apply_fast_encoder
 
     model = build_sam("sam2.1_mini")
     assert not supports_fast_path(model) and supports_fast_path(build_sam("hq_tiny"))

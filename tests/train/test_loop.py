@@ -18,8 +18,9 @@ from garasam.models import build_sam, save_sam
 from garasam.train import distributed, losses, train
 from garasam.train.checkpoint import list_checkpoints, read_best
 from garasam.train.data import to_device
-from garasam.train.loop import PromptedSam, Trainer, TrainingDiverged, forward_backward
+from garasam.train.loop import Trainer, TrainingDiverged
 from garasam.train.monitor import read_log
+from garasam.train.step import PromptedSam, forward_backward
 
 CPU = distributed.DistContext(0, 0, 1, torch.device("cpu"), owns_group=False)
 
@@ -308,7 +309,7 @@ def test_activation_checkpointing_recomputes_the_encoder_blocks(fast: bool) -> N
     on the fast encoder too (its blocks subclass transformers' checkpointing layer)."""
     from garasam.adapters import GaRAConfig, inject_adapters
     from garasam.fast.encoder import optimize_sam
-    from garasam.train.loop import enable_activation_checkpointing
+    from garasam.train.setup import enable_activation_checkpointing
 
     runs = []
     for checkpointing in (False, True):

@@ -122,7 +122,7 @@ def test_generalised_dice_against_a_hand_computation() -> None:
 
 def test_the_dice_kind_is_a_config_choice() -> None:
     from garasam.train.config import load_config
-    from garasam.train.loop import loss_weights
+    from garasam.train.step import loss_weights
 
     configs = Path(__file__).resolve().parents[2] / "configs"
     assert loss_weights(load_config(configs / "tiny_gara.yaml")).dice_kind == "soft"
