@@ -309,3 +309,14 @@ def format_cell(value: object) -> str:
             return "n/a"
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
     return str(value).replace("|", "/").replace("\n", " ")
+
+
+def peak_gib(timing: Timing) -> float | None:
+    """Peak device memory of a timing in GiB (None where it was not measured)."""
+    return timing.peak_memory_bytes / 2**30 if timing.peak_memory_bytes else None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error, short enough for a table cell."""
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else ""

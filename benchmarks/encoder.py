@@ -29,12 +29,9 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
-import math
 import sys
 import time
 import traceback
-import types
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -46,7 +43,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and an unins
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import SamModel  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     Budget,
@@ -55,31 +51,30 @@ from benchmarks.common import (  # noqa: E402
     Timing,
     bf16_peak_tflops,
     environment,
+    first_line,
     free_device_memory,
     measure_matmul_tflops,
+    peak_gib,
     synchronises_host,
     synchronize,
     time_fn,
 )
+from benchmarks.encoder_models import build_official_sam, build_ours, encoder_flops, relative_error  # noqa: E402
+from benchmarks.encoder_rows import SUMMARY, AttentionRows, PromptedRows, SummaryRows  # noqa: E402
 from garasam.adapters import (  # noqa: E402
     GaRAConfig,
-    GaRALinear,
     LoRAConfig,
     adapter_layers,
     gate_summary,
-    inject_adapters,
 )
 from garasam.adapters.config import AdapterConfig  # noqa: E402
 from garasam.fast.cuda_graphs import EncoderGraphs  # noqa: E402
-from garasam.fast.encoder import ATTENTION, attention_kinds, optimize_sam  # noqa: E402
+from garasam.fast.encoder import attention_kinds, optimize_sam  # noqa: E402
 from garasam.kernels import rank_kernel  # noqa: E402
-from garasam.models import MODEL_TYPES, build_sam, sam_config  # noqa: E402
+from garasam.models import MODEL_TYPES  # noqa: E402
 
 T = TypeVar("T")
 
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-BOX_COUNTS = (1, 64)
 
 CONFIGS: dict[str, str] = {
     "official_fp32": "(a) official segment_anything, fp32",
@@ -117,7 +112,6 @@ VARIANTS = {
 }
 COMPILED_CONFIGS = ("frozen_compiled", "gara_compiled", "frozen_cudagraphs")
 NO_KERNEL = "skipped: the rank kernel needs Triton and a CUDA device (or TRITON_INTERPRET=1 on a CPU)"
-SUMMARY = "Summary (ratios are speed-ups: time of the denominator / time of the numerator)"
 ENCODER_COLUMNS = [
     "model",
     "config",
@@ -156,195 +150,6 @@ ATTENTION_COLUMNS = ["shape", "variant", "ms", "TFLOP/s (nominal)", "rel err", "
 # Models
 
 
-def encoder_flops(model_type: str) -> int:
-    """Nominal FLOPs (2 per multiply-add) of one image through SAM's image encoder.
-
-    Counts what both implementations compute: patch embedding; per block qkv, attention
-    (scores, values and the decomposed rel-pos terms) and the output projection on the
-    window-padded token grid, the MLP on the unpadded grid; the neck.
-    """
-    spec = MODEL_TYPES[model_type]
-    c, grid = spec.hidden_size, spec.image_size // 16
-    mlp = spec.mlp_dim if spec.mlp_dim is not None else 4 * c
-    tokens = grid * grid
-    flops = 2 * tokens * c * 3 * 16 * 16
-    for index in range(spec.num_hidden_layers):
-        if index in spec.global_attn_indexes:
-            side = grid
-            padded = tokens
-        else:
-            side = spec.window_size
-            padded = (-(-grid // side) * side) ** 2
-        length = side * side
-        flops += 2 * padded * c * 4 * c  # qkv and proj
-        flops += 2 * 2 * padded * length * c  # q k^T and p v
-        flops += 2 * padded * c * 2 * side  # rel_h and rel_w
-        flops += 2 * 2 * tokens * c * mlp
-    out = spec.output_channels
-    flops += 2 * tokens * c * out + 2 * tokens * out * out * 9
-    return flops
-
-
-def import_official_modeling() -> types.ModuleType:
-    """`segment_anything.modeling`, also where torchvision is missing or broken.
-
-    The package's `__init__` imports its predictor and mask generator, which import torchvision;
-    the model classes never use it. If the normal import fails, the `modeling` subpackage is
-    loaded under a bare parent package that skips that `__init__`.
-    """
-    try:
-        return importlib.import_module("segment_anything.modeling")
-    except ImportError as err:
-        if importlib.util.find_spec("segment_anything") is None:
-            raise ImportError("segment_anything is not installed") from err
-    except Exception:  # noqa: BLE001 - e.g. a torchvision built for another torch raises RuntimeError
-        pass
-    spec = importlib.util.find_spec("segment_anything")
-    parent = types.ModuleType("segment_anything")
-    parent.__path__ = list(spec.submodule_search_locations or [])
-    saved = sys.modules.get("segment_anything")
-    sys.modules["segment_anything"] = parent
-    try:
-        return importlib.import_module("segment_anything.modeling")
-    finally:
-        if saved is None:
-            sys.modules.pop("segment_anything", None)
-        else:
-            sys.modules["segment_anything"] = saved
-
-
-def build_official_sam(model_type: str, device: torch.device) -> nn.Module:
-    """The official `Sam` with the architecture of `model_type`, randomly initialised on `device`.
-
-    Same arguments as segment_anything's `_build_sam` for vit_b/l/h (taken from our registry,
-    so `tiny` gets the official code too); parameters are created on the device directly.
-    """
-    modeling = import_official_modeling()
-    spec = MODEL_TYPES[model_type]
-    config = sam_config(model_type)
-    prompt, decoder = config.prompt_encoder_config, config.mask_decoder_config
-    grid = spec.image_size // 16
-    width = spec.output_channels
-    with torch.device(device):
-        sam = modeling.Sam(
-            image_encoder=modeling.ImageEncoderViT(
-                depth=spec.num_hidden_layers,
-                embed_dim=spec.hidden_size,
-                img_size=spec.image_size,
-                mlp_ratio=config.vision_config.mlp_dim / spec.hidden_size,
-                norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                num_heads=spec.num_attention_heads,
-                patch_size=16,
-                qkv_bias=True,
-                use_rel_pos=True,
-                global_attn_indexes=spec.global_attn_indexes,
-                window_size=spec.window_size,
-                out_chans=width,
-            ),
-            prompt_encoder=modeling.PromptEncoder(
-                embed_dim=width,
-                image_embedding_size=(grid, grid),
-                input_image_size=(spec.image_size, spec.image_size),
-                mask_in_chans=prompt.mask_input_channels,
-            ),
-            mask_decoder=modeling.MaskDecoder(
-                num_multimask_outputs=decoder.num_multimask_outputs,
-                transformer=modeling.TwoWayTransformer(
-                    depth=decoder.num_hidden_layers,
-                    embedding_dim=width,
-                    mlp_dim=decoder.mlp_dim,
-                    num_heads=decoder.num_attention_heads,
-                ),
-                transformer_dim=width,
-                iou_head_depth=decoder.iou_head_depth,
-                iou_head_hidden_dim=decoder.iou_head_hidden_dim,
-            ),
-            pixel_mean=list(PIXEL_MEAN),
-            pixel_std=list(PIXEL_STD),
-        )
-    sam.to(device)  # the legacy torch.Tensor() behind pixel_mean/std ignores the device context
-    randomise_positions(sam)
-    return sam.eval().requires_grad_(False)
-
-
-def randomise_positions(model: nn.Module, std: float = 0.1) -> None:
-    """Fill the zero-initialised position parameters: timing or checking on zeros hides work."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if ("rel_pos" in name or name.endswith("pos_embed")) and not param.any():
-                param.normal_(0, std)
-
-
-def calibrate_space_gates(model: nn.Module, pixel_values: torch.Tensor, high_fraction: float = 0.5) -> None:
-    """Shift each GaRA space gate so that `high_fraction` of its rows choose the high space.
-
-    Randomly initialised gates take one decision for every window of an image; a trained model
-    mixes. The output bias is moved to the midpoint between two neighbouring logits, so no row
-    sits on the threshold and small numerical differences cannot flip a decision. Layers are
-    calibrated in order during one forward of `pixel_values`.
-    """
-
-    def shift(layer: GaRALinear, args: tuple[torch.Tensor, ...]) -> None:
-        pooled = layer._gate_input(args[0], layer.space_gate)  # what the gate sees: valid tokens only
-        logits = layer.space_gate(pooled).squeeze(-1).float().sort().values
-        rows = logits.numel()
-        high = round(rows * high_fraction)
-        if high == 0:
-            threshold = logits[-1] + 1.0
-        elif high == rows:
-            threshold = logits[0] - 1.0
-        else:
-            threshold = (logits[rows - high - 1] + logits[rows - high]) / 2
-        layer.space_gate[-1].bias.sub_(threshold.to(layer.space_gate[-1].bias.dtype))
-
-    handles = [
-        layer.register_forward_pre_hook(shift)
-        for layer in adapter_layers(model).values()
-        # the two-space sigmoid gate; a gate choosing among three or more spaces is left as drawn
-        if isinstance(layer, GaRALinear)
-        and layer.space_gate is not None
-        and layer.space_gate[-1].out_features == 1
-    ]
-    try:
-        with torch.no_grad():
-            model.get_image_embeddings(pixel_values)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def build_ours(
-    model_type: str, device: torch.device, adapter: AdapterConfig | None, calibration: torch.Tensor
-) -> nn.Module:
-    """Our SAM with random weights (positions randomised), optional adapters with non-zero B.
-
-    If `build_sam` fails (say, a transformers version whose SamModel it does not know), the model
-    is built by transformers directly: the benchmark measures speed, not our initialisation.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # build_sam("tiny") warns when the bundled weights are absent
-            model = build_sam(model_type, device=device)
-    except Exception as err:  # noqa: BLE001 - see the docstring
-        print(
-            f"build_sam failed ({type(err).__name__}: {_first_line(err)}); using SamModel(config)", flush=True
-        )
-        with torch.device(device):
-            model = SamModel(sam_config(model_type))
-    randomise_positions(model)
-    if adapter is not None:
-        inject_adapters(model, adapter)
-        with torch.no_grad():
-            for layer in adapter_layers(model).values():
-                layer.lora_B.normal_(0, 0.02)
-        calibrate_space_gates(model, calibration)
-    return model.eval().requires_grad_(False)
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-
-
 # --------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -367,7 +172,7 @@ class Options:
     profile_model: str | None
 
 
-class EncoderBenchmark:
+class EncoderBenchmark(PromptedRows, AttentionRows, SummaryRows):
     def __init__(self, options: Options, budget: Budget, report: Report) -> None:
         self.o = options
         self.budget = budget
@@ -403,7 +208,7 @@ class EncoderBenchmark:
         except torch.cuda.OutOfMemoryError:
             row["status"] = "failed: out of memory"
         except Exception as err:  # noqa: BLE001 - one failing configuration must not end the run
-            row["status"] = f"failed: {type(err).__name__}: {_first_line(err)}"
+            row["status"] = f"failed: {type(err).__name__}: {first_line(err)}"
             traceback.print_exc()
         finally:
             free_device_memory(self.o.device)
@@ -443,7 +248,7 @@ class EncoderBenchmark:
                     "img/s": 1e3 / per_image,
                     "TFLOP/s": tflops,
                     "% bf16 peak": 100 * tflops / self.peak if self.peak else None,
-                    "peak GiB": _gib(timing),
+                    "peak GiB": peak_gib(timing),
                     "repeats": timing.repeats,
                     "first call s": timing.first_call_ms / 1e3,
                     "samples_ms": timing.samples_ms,
@@ -604,121 +409,6 @@ class EncoderBenchmark:
                 model_type, config, batch, model.get_image_embeddings, (x, expected), lambda: status
             )
 
-    # -- prompted prediction -----------------------------------------------------------------
-
-    def _boxes(self, model_type: str, count: int) -> torch.Tensor:
-        size = MODEL_TYPES[model_type].image_size
-        generator = torch.Generator(device=self.o.device).manual_seed(count)
-        corner = torch.rand(count, 2, device=self.o.device, generator=generator) * size / 2
-        extent = (torch.rand(count, 2, device=self.o.device, generator=generator) + 0.25) * size / 2
-        return torch.cat([corner, corner + extent], dim=-1)
-
-    def _e2e_rows(
-        self,
-        model_type: str,
-        config: str,
-        encode: Callable[[torch.Tensor], torch.Tensor],
-        decode: Callable[[torch.Tensor, torch.Tensor], object],
-    ) -> None:
-        image = self._check_input(model_type)
-        for count in BOX_COUNTS:
-            boxes = self._boxes(model_type, count)
-            row: dict[str, Any] = {"model": model_type, "config": config, "boxes": count}
-
-            def step(row: dict[str, Any] = row, boxes: torch.Tensor = boxes) -> None:
-                with torch.no_grad():
-                    embedding = encode(image)
-                row["decoder ms"] = self._time(partial(decode, embedding, boxes)).median_ms
-                timing = self._time(lambda: decode(encode(image), boxes))
-                row["e2e ms/img"] = timing.median_ms
-                row["peak GiB"] = _gib(timing)
-
-            self.attempt("Prompted prediction (1 image)", row, step)
-
-    def _official_e2e(self, model_type: str, sam: nn.Module, config: str, amp: bool) -> None:
-        def encode(image: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad(), self._autocast(amp):
-                return sam.image_encoder(image)
-
-        def decode(embedding: torch.Tensor, boxes: torch.Tensor) -> object:
-            # SamPredictor.predict_torch without the final upsampling.
-            with torch.no_grad(), self._autocast(amp):
-                sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
-                return sam.mask_decoder(
-                    image_embeddings=embedding,
-                    image_pe=sam.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=False,
-                )
-
-        self._e2e_rows(model_type, config, encode, decode)
-
-    def _ours_e2e(self, model_type: str, model: nn.Module) -> None:
-        for config, amp in (("frozen", False), ("frozen + decoder bf16 autocast", True)):
-
-            def decode(embedding: torch.Tensor, boxes: torch.Tensor, amp: bool = amp) -> object:
-                with torch.no_grad(), self._autocast(amp):
-                    return model(image_embeddings=embedding, input_boxes=boxes[None], multimask_output=False)
-
-            self._e2e_rows(model_type, config, model.get_image_embeddings, decode)
-
-    # -- attention kernels -------------------------------------------------------------------
-
-    def run_attention(self) -> None:
-        """The attention op alone at the largest model's global and windowed shapes."""
-        model_type = max(self.o.models, key=lambda m: MODEL_TYPES[m].hidden_size)
-        spec = MODEL_TYPES[model_type]
-        batch = max(self.o.batches)
-        grid = spec.image_size // 16
-        windows = (-(-grid // spec.window_size)) ** 2
-        heads, dim = spec.num_attention_heads, spec.hidden_size // spec.num_attention_heads
-        shapes = {
-            f"{model_type} global, batch {batch}": (batch, grid),
-            f"{model_type} window, batch {batch}": (batch * windows, spec.window_size),
-        }
-        variants: dict[str, Callable[..., torch.Tensor]] = {
-            "sdpa without rel-pos (floor)": lambda q, k, v, rh, rw, s: (
-                nn.functional.scaled_dot_product_attention(q, k, v, scale=s)
-            ),
-            "bias (transformers' way)": ATTENTION["bias"],
-            "fold": ATTENTION["fold"],
-        }
-        if self.o.compile:
-            variants["flex (compiled)"] = torch.compile(ATTENTION["flex"], dynamic=False)
-        generator = torch.Generator(device=self.o.device).manual_seed(1)
-        for label, (n, side) in shapes.items():
-            length = side * side
-            shapes_of_args = [(n, heads, length, dim)] * 3 + [(n, heads, length, side)] * 2
-            tensors = [
-                torch.randn(*shape, device=self.o.device, generator=generator, dtype=self.o.dtype)
-                for shape in shapes_of_args
-            ]
-            args = (*tensors, dim**-0.5)
-            expected = ATTENTION["bias"](*(t[:1].float() for t in tensors), dim**-0.5)
-            flops = 4 * n * heads * length * length * dim
-            for name, fn in variants.items():
-                row: dict[str, Any] = {"shape": f"{label} [{n}, {heads}, {length}, {dim}]", "variant": name}
-                reference = None if "floor" in name else expected
-                self.attempt(
-                    "Attention kernels", row, partial(self._time_attention, row, fn, args, reference, flops)
-                )
-
-    def _time_attention(
-        self,
-        row: dict[str, Any],
-        fn: Callable[..., torch.Tensor],
-        args: tuple[Any, ...],
-        expected: torch.Tensor | None,
-        flops: int,
-    ) -> None:
-        if expected is not None:
-            row["rel err"] = relative_error(fn(*args)[:1], expected)
-        timing = self._time(partial(fn, *args))
-        row["ms"] = timing.median_ms
-        row["TFLOP/s (nominal)"] = flops / (timing.median_ms * 1e-3) / 1e12
-        row["peak GiB"] = _gib(timing)
-
     # -- profile and summary -----------------------------------------------------------------
 
     def _profile_here(self, model_type: str, batch: int) -> bool:
@@ -745,58 +435,7 @@ class EncoderBenchmark:
             atomic_write_text(self.o.profile, f"# torch.profiler, one iteration: {label}\n\n{table}\n")
             self.report.note(f"profile of {label} written to {self.o.profile}")
         except Exception as err:  # noqa: BLE001 - the profile is an extra; the timings stand
-            self.report.note(f"profile of {label} failed: {type(err).__name__}: {_first_line(err)}")
-
-    def summary(self) -> None:
-        for model_type in self.o.models:
-            for batch in sorted(set(self.o.batches) | set(self.o.compile_batches)):
-                for path, (b, c) in (
-                    ("eager", ("frozen", "gara")),
-                    ("rank kernel", ("frozen", "gara_kernel")),
-                    ("CUDA graphs", ("frozen_graphs", "gara_graphs")),
-                    ("kernel + graphs", ("frozen_graphs", "gara_kernel_graphs")),
-                    ("compiled", ("frozen_compiled", "gara_compiled")),
-                ):
-                    t = {
-                        key: self.ms_per_image.get((model_type, name, batch), math.nan)
-                        for key, name in (
-                            ("a", "official_fp32"),
-                            ("a16", "official_bf16"),
-                            ("b", b),
-                            ("c", c),
-                            ("d", "lora16" if path == "eager" else ""),
-                        )
-                    }
-                    if math.isnan(t["b"]) and math.isnan(t["c"]):
-                        continue
-                    self.report.add_row(
-                        SUMMARY,
-                        {
-                            "model": model_type,
-                            "batch": batch,
-                            "path": path,
-                            "a fp32 ms": t["a"],
-                            "a bf16 ms": t["a16"],
-                            "b ms": t["b"],
-                            "c ms": t["c"],
-                            "d ms": t["d"],
-                            "b/a": t["a"] / t["b"],
-                            "c/a": t["a"] / t["c"],
-                            "c/b": t["b"] / t["c"],
-                            "b/a bf16": t["a16"] / t["b"],
-                            "c/a bf16": t["a16"] / t["c"],
-                            "GaRA overhead %": 100 * (t["c"] / t["b"] - 1),
-                        },
-                    )
-
-
-def _gib(timing: Timing) -> float | None:
-    return timing.peak_memory_bytes / 2**30 if timing.peak_memory_bytes else None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else ""
+            self.report.note(f"profile of {label} failed: {type(err).__name__}: {first_line(err)}")
 
 
 # --------------------------------------------------------------------------------------------

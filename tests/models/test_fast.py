@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import SamConfig, SamModel
 
-from benchmarks.encoder import calibrate_space_gates
+from benchmarks.encoder_models import calibrate_space_gates
 from garasam.adapters import (
     GaRAConfig,
     GaRALinear,
