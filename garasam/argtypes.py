@@ -98,3 +98,37 @@ def training_device(text: str) -> str:
             f"{value}: training runs on auto, cpu or cuda; choose the GPU with CUDA_VISIBLE_DEVICES"
         )
     return value
+
+
+class ListAction(argparse.Action):
+    """A list of names or numbers, the same way on every command: the flag may be repeated and each
+    value may hold several items separated by commas (`--only fog,snow --only rain`). `type` checks
+    each item. Lists of paths are repeated flags without comma splitting (a path may hold a comma)."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str, type: Callable[[str], object] = str, **kwargs: object
+    ):
+        self.item_type = type
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None or current is self.default else list(current)
+        for part in str(values).split(","):
+            part = part.strip()
+            if not part:
+                raise argparse.ArgumentError(self, f"an empty item in {values!r} (items are comma-separated)")
+            try:
+                items.append(self.item_type(part))
+            except (ValueError, argparse.ArgumentTypeError) as err:
+                kind = "integers" if self.item_type is int else "items"
+                raise argparse.ArgumentError(
+                    self, f"expected comma-separated {kind}, got {values!r} ({err})"
+                ) from None
+        setattr(namespace, self.dest, items)

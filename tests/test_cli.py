@@ -189,16 +189,19 @@ def test_one_vocabulary_with_the_former_names_kept(flag, tmp_path) -> None:
     args = parser.parse_args(
         [flag, str(tmp_path), "--model-type", "vit_b", "--checkpoint", "w.pth", "--init-adapters", "runs/a b"]
     )
-    overrides = train_cmd.overrides_from_args(args)
-    assert f"output_dir='{tmp_path}'" in overrides
-    assert "model.init_adapters='runs/a b'" in overrides
-    assert "model.model_type=vit_b" in overrides and "model.checkpoint='w.pth'" in overrides
+    settings = train_cmd.settings_from_args(args)  # typed values, not YAML text (issue 28, item 7)
+    assert settings == {
+        "output_dir": str(tmp_path),
+        "model.init_adapters": "runs/a b",
+        "model.model_type": "vit_b",
+        "model.checkpoint": "w.pth",
+    }
     from garasam.commands import eval as eval_cmd
 
     parser = argparse.ArgumentParser()
     eval_cmd.add_arguments(parser)
     for spelling in ("--model-type", "--sam"):
-        assert parser.parse_args(["--data", "x", "--out", "o", spelling, "vit_l"]).sam == "vit_l"
+        assert parser.parse_args(["--data", "x", "--out", "o", spelling, "vit_l"]).model_type == "vit_l"
 
 
 @pytest.mark.parametrize("command", ["predict", "eval", "serve"])
@@ -266,3 +269,53 @@ def test_every_percent_formatted_text_is_safe() -> None:
                 where = f"{path.name}:{node.lineno}"
                 assert isinstance(message, ast.Constant) and isinstance(message.value, str), where
                 message.value % (("x",) * (len(node.args) - 1))  # raises on a stray or missing %
+
+
+@pytest.mark.parametrize(
+    "command, former, canonical, value, dest",
+    [
+        ("demo", "--steps", "--max-steps", "7", "max_steps"),
+        ("pretrain-tiny", "--steps", "--max-steps", "7", "max_steps"),
+        ("pretrain-tiny", "--init", "--checkpoint", "w.safetensors", "checkpoint"),
+        ("demo", "--sam", "--model-type", "vit_b", "model_type"),
+        ("oracle", "--models", "--model", "a,b", "models"),
+    ],
+)
+def test_one_name_per_concept_and_the_former_spellings_hidden(
+    command, former, canonical, value, dest
+) -> None:
+    """Issue 28, item 7: --steps / --max-steps, --init / --checkpoint, args.sam / args.model_type and
+    --models / --model were different names for one concept; the former ones still parse."""
+    parser = argparse.ArgumentParser()
+    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+    head = ["x.csv"] if command == "oracle" else []
+    assert getattr(parser.parse_args([*head, former, value]), dest) == getattr(
+        parser.parse_args([*head, canonical, value]), dest
+    )
+    assert former not in parser.format_help() and canonical in parser.format_help()
+
+
+def test_lists_repeat_and_split_on_commas_the_same_way_everywhere() -> None:
+    """Issue 28, item 7: one convention for lists of names and numbers (argtypes.ListAction)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", action=argtypes.ListAction)
+    parser.add_argument("--severities", action=argtypes.ListAction, type=int)
+    parser.add_argument("--prompts", action=argtypes.ListAction, default=["point", "box"])
+    args = parser.parse_args(
+        ["--only", "fog, snow", "--only", "rain", "--severities", "1,3", "--prompts", "box"]
+    )
+    assert args.only == ["fog", "snow", "rain"] and args.severities == [1, 3]
+    assert args.prompts == ["box"]  # a given value replaces the default instead of adding to it
+    assert parser.parse_args([]).prompts == ["point", "box"]
+    for bad in (["--severities", "1,x"], ["--only", "fog,,snow"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    list_flags = {
+        (name, a.option_strings[0]) for name, a in _all_options() if isinstance(a, argtypes.ListAction)
+    }
+    assert {
+        ("eval", "--only"),
+        ("corrupt", "--severities"),
+        ("study", "--seeds"),
+        ("oracle", "--model"),
+    } <= list_flags

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from transformers import SamModel
 
 from garasam.adapters import GaRAConfig, adapter_config, inject_adapters, load_adapters, save_adapters
-from garasam.adapters.config import config_from_dict
+from garasam.adapters.config import adapter_config_from_dict
 from garasam.adapters.io import CONFIG_NAME, WEIGHTS_NAME
 from garasam.data.coco_masks import check_runs, compressed_runs
 from garasam.data.images import load_image, read_label_map
@@ -333,4 +333,4 @@ def test_adapter_configs(tmp_path: Path, tiny: SamModel, adapter_folder: Path) -
             continue
         # accepted: the model carries exactly the adapters the (possibly edited) file describes
         written = json.loads(data)
-        assert adapter_config(loaded) == config_from_dict(written["adapter"])
+        assert adapter_config(loaded) == adapter_config_from_dict(written["adapter"])

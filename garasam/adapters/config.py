@@ -181,7 +181,7 @@ CONFIG_TYPES: dict[str, type[AdapterConfig]] = {
 }
 
 
-def config_from_dict(data: dict[str, Any]) -> AdapterConfig:
+def adapter_config_from_dict(data: dict[str, Any]) -> AdapterConfig:
     """Rebuild a config from `to_dict()` output; unknown types or keys are errors that name them."""
     data = dict(data)
     kind = data.pop("adapter_type", None)

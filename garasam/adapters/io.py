@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, config_from_dict
+from garasam.adapters.config import AdapterConfig, FullFinetuneConfig, adapter_config_from_dict
 from garasam.adapters.inject import inject_adapters
 from garasam.adapters.inspect import adapter_config, adapter_state_dict
 from garasam.adapters.peft_format import from_peft, garasam_key, is_peft_only
@@ -99,7 +99,7 @@ def saved_adapter_config(directory: str | os.PathLike, meta: dict[str, Any] | No
     directory = Path(directory)
     meta = read_adapter_config(directory) if meta is None else meta
     try:
-        return config_from_dict(_with_legacy_defaults(meta["adapter"]))
+        return adapter_config_from_dict(_with_legacy_defaults(meta["adapter"]))
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
 

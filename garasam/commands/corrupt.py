@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from garasam.argtypes import non_negative_int, output_dir
+from garasam.argtypes import ListAction, non_negative_int, output_dir
 from garasam.data.corrupt import (
     MANIFEST,
     Job,
@@ -40,9 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=output_dir, help="output folder (Robust-Seg layout)")
     parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
     parser.add_argument(
-        "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
+        "--severities",
+        action=ListAction,
+        type=int,
+        help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)",
     )
-    parser.add_argument("--only", help="comma-separated degradation names (default: the whole suite)")
+    parser.add_argument(
+        "--only", action=ListAction, help="comma-separated degradation names (default: the whole suite)"
+    )
     parser.add_argument(
         "--workers",
         type=non_negative_int,

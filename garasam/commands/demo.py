@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run of about three minutes")
     parser.add_argument(
-        "--model-type", dest="sam", default=None, help="SAM backbone of --checkpoint (vit_b, vit_l, vit_h)"
+        "--model-type", default=None, help="SAM backbone of --checkpoint (vit_b, vit_l, vit_h)"
     )
-    parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
+    parser.add_argument("--sam", dest="model_type", help=argparse.SUPPRESS)  # the former name
     parser.add_argument("--checkpoint", default=None, help="real SAM weights instead of the bundled tiny SAM")
     parser.add_argument(
         "--data", default=None, help="training data `reader:path` instead of synthetic scenes"
@@ -45,8 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="zero-shot evaluation data `reader:path` (optional, with --data)",
     )
     parser.add_argument(
-        "--steps", type=positive_int, default=None, help="training steps per adapter (plan default)"
+        "--max-steps", type=positive_int, default=None, help="training steps per adapter (plan default)"
     )
+    parser.add_argument(
+        "--steps", dest="max_steps", type=positive_int, help=argparse.SUPPRESS
+    )  # the former name
     parser.add_argument("--device", default="auto", type=training_device, help="auto, cpu or cuda")
 
 
@@ -55,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from garasam.miniature.runner import run_miniature
 
     plan = PLANS["quick" if args.quick else "demo"]
-    if args.steps is not None:
-        plan = replace(plan, steps=args.steps)
+    if args.max_steps is not None:
+        plan = replace(plan, steps=args.max_steps)
     if args.zero_shot_data is not None and args.data is None:
         raise ConfigError("--zero-shot-data goes with --data and --test-data")
     test_data = None
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     summary = run_miniature(
         args.out,
         plan,
-        sam=args.sam,
+        model_type=args.model_type,
         checkpoint=args.checkpoint,
         data=args.data,
         test_data=test_data,

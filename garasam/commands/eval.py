@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garasam.argtypes import device, non_negative_int, output_dir, positive_int
+from garasam.argtypes import ListAction, device, non_negative_int, output_dir, positive_int
 from garasam.assembly.spec import ModelSpec
 from garasam.errors import ConfigError
 from garasam.eval.paper import PAPER_TABLES
@@ -47,12 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="degradation suite: robustseg, imagenet-c, or none (score the images as they are)",
     )
     parser.add_argument(
-        "--severities", help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)"
+        "--severities",
+        action=ListAction,
+        type=int,
+        help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)",
     )
     parser.add_argument(
-        "--only", help="comma-separated degradation names, or clean for none (default: the whole suite)"
+        "--only",
+        action=ListAction,
+        help="comma-separated degradation names, or clean for none (default: the whole suite)",
     )
-    parser.add_argument("--prompts", default="point,box", help="prompt kinds: point, box or point,box")
+    parser.add_argument(
+        "--prompts",
+        action=ListAction,
+        default=["point", "box"],
+        help="prompt kinds: point, box or point,box (default: point,box)",
+    )
     parser.add_argument(
         "--model",
         action="append",
@@ -72,11 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model-type",
-        dest="sam",
         help="backbone of the models given as none or ADAPTERS: vit_b, vit_l, vit_h, tiny, hq_*, robust_* "
         "or sam2.1_* (default tiny)",
     )
-    parser.add_argument("--sam", dest="sam", help=argparse.SUPPRESS)  # the former name
+    parser.add_argument("--sam", dest="model_type", help=argparse.SUPPRESS)  # the former name
     parser.add_argument(
         "--checkpoint", help="SAM checkpoint for --model-type (default: bundled tiny weights)"
     )
@@ -130,12 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--example-degradations",
+        action=ListAction,
         help="comma-separated degradations on the sheets (default: three spread over the suite)",
     )
-
-
-def _split(value: str | None) -> list[str] | None:
-    return None if value is None else [part.strip() for part in value.split(",") if part.strip()]
 
 
 def model_specs(models: list[str] | None, adapters: list[Path] | None) -> list[str]:
@@ -210,16 +216,6 @@ def warn_training_overlap(
             )
 
 
-def _severities(value: str | None) -> list[int] | None:
-    parts = _split(value)
-    if parts is None:
-        return None
-    try:
-        return [int(part) for part in parts]
-    except ValueError:
-        raise ConfigError(f"--severities must be comma-separated integers, got {value!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -233,10 +229,9 @@ def run(args: argparse.Namespace) -> int:
     ctx = join_process_group(args.device)
     device, rank = str(ctx.device), ctx.rank
     try:
-        severities = _severities(args.severities)
-        only = _split(args.only)
+        severities, only = args.severities, args.only
         conditions = plan_conditions(args.suite, severities, only)
-        example_names = _split(args.example_degradations)
+        example_names = args.example_degradations
         example_conditions = None
         if example_names is not None:
             unknown = sorted(set(example_names) - {c.degradation for c in conditions[1:]})
@@ -248,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         specs = parse_model_specs(model_specs(args.model, args.adapters))
         torch.manual_seed(args.seed)  # a SAM without weights (tiny before pretraining) is drawn from it
         models, info = build_models(
-            specs, args.sam, args.checkpoint, device, random_weights=args.random_weights
+            specs, args.model_type, args.checkpoint, device, random_weights=args.random_weights
         )
         dataset = open_dataset(
             args.data, objects=args.objects, max_objects=args.max_objects, min_area=args.min_area
@@ -263,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             models,
             dataset,
             args.suite,
-            _split(args.prompts) or [],
+            args.prompts,
             severities,
             degradations=only,
             source=args.source,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from garasam.argtypes import output_dir
+from garasam.argtypes import ListAction, output_dir
 from garasam.eval.oracle import (
     load_scores,
     oracle_markdown,
@@ -20,15 +20,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "objects", nargs="+", type=Path, metavar="OBJECTS_CSV", help="objects.csv of one or more evaluations"
     )
     parser.add_argument(
-        "--models",
-        help="comma-separated models to compare (default: every model of the files), e.g. lora16,lora128,lora256",
+        "--model",
+        dest="models",
+        action=ListAction,
+        help="models to compare, repeated or comma-separated (default: every model of the files), "
+        "e.g. lora16,lora128,lora256",
     )
+    parser.add_argument(
+        "--models", dest="models", action=ListAction, help=argparse.SUPPRESS
+    )  # the former name
     parser.add_argument("--out", type=output_dir, default=Path("oracle_out"), help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    summary = oracle_summary(load_scores(args.objects), models)
+    summary = oracle_summary(load_scores(args.objects), args.models)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "oracle.json", json.dumps(summary, indent=2) + "\n")
     markdown = oracle_markdown(summary)

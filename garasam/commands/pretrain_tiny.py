@@ -16,7 +16,12 @@ from garasam.train.pretrain_tiny import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PretrainConfig()
     parser.add_argument("--out", type=output_file, default=defaults.out, help="safetensors file to write")
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps, help="training steps at most")
+    parser.add_argument(
+        "--max-steps", type=positive_int, default=defaults.steps, help="training steps at most"
+    )
+    parser.add_argument(
+        "--steps", dest="max_steps", type=positive_int, help=argparse.SUPPRESS
+    )  # the former name
     parser.add_argument(
         "--time-budget", type=positive_float, default=None, help="stop after this many seconds"
     )
@@ -37,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.eval_scenes,
         help="held-out scenes of the quick check",
     )
-    parser.add_argument("--init", type=Path, default=None, help="continue from these tiny SAM weights")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="continue from these tiny SAM weights (default: from scratch)",
+    )
+    parser.add_argument("--init", dest="checkpoint", type=Path, help=argparse.SUPPRESS)  # the former name
     parser.add_argument(
         "--warmup-steps", type=non_negative_int, default=defaults.warmup_steps, help="linear warm-up steps"
     )
@@ -47,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     card = pretrain_tiny(
         PretrainConfig(
             out=args.out,
-            steps=args.steps,
+            steps=args.max_steps,
             time_budget=args.time_budget,
             batch_size=args.batch_size,
             lr=args.lr,
@@ -55,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             seed=args.seed,
             eval_scenes=args.eval_scenes,
-            init=args.init,
+            init=args.checkpoint,
             warmup_steps=args.warmup_steps,
         )
     )

@@ -11,7 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from garasam.argtypes import output_dir, training_device
+from garasam.argtypes import ListAction, output_dir, training_device
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import ARMS, PLANS, STUDY_ARMS, VARIANT_OF
@@ -22,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=output_dir, default=Path("study_out"), help="output folder (default: study_out)"
     )
     parser.add_argument(
-        "--seeds", default=None, help="comma-separated training seeds (default: the plan's, 0,1,2)"
+        "--seeds",
+        action=ListAction,
+        type=int,
+        default=None,
+        help="comma-separated training seeds (default: the plan's, 0,1,2)",
     )
     parser.add_argument(
         "--arms",
+        action=ListAction,
         default=None,
         help=f"comma-separated arms (default: the study's, {', '.join(STUDY_ARMS)}; fidelity variants: "
         f"{', '.join(VARIANT_OF)}; all: {', '.join(ARMS)})",
@@ -47,21 +52,13 @@ def run(args: argparse.Namespace) -> int:
             **{k: getattr(quick, k) for k in ("train_scenes", "seen_scenes", "zero_shot_scenes", "steps")},
         )
     if args.seeds is not None:
-        plan = replace(plan, seeds=_ints(args.seeds, "--seeds"))
+        if any(seed < 0 for seed in args.seeds):
+            raise ConfigError(f"--seeds {args.seeds}: seeds must be >= 0")
+        plan = replace(plan, seeds=tuple(args.seeds))
     if args.arms is not None:
-        plan = replace(plan, arms=tuple(a.strip() for a in args.arms.split(",") if a.strip()))
+        plan = replace(plan, arms=tuple(args.arms))
     summary = run_miniature(args.out, plan, device=args.device)
     atomic_write_text(args.out / "study.md", summary["markdown"])
     print(summary["markdown"])
     print(f"wall time {summary['wall_time_s']:.0f} s; tables in {args.out / 'study.md'}")
     return 0
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if any(v < 0 for v in values):
-        raise ConfigError(f"{flag} {text!r}: seeds must be >= 0")
-    return values

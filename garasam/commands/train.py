@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
 
 from garasam.argtypes import positive_int, training_device
@@ -57,20 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def overrides_from_args(args: argparse.Namespace) -> list[str]:
-    """The command-line flags as config overrides, followed by the explicit key=value ones."""
-    flags = [
-        f"{key}={write(getattr(args, name))}"
-        for name, key, write in _FLAG_KEYS
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as config keys and their typed values (the key=value overrides come after)."""
+    return {
+        key: getattr(args, name)
+        for name, key in _FLAG_KEYS
         if getattr(args, name) not in (None, "", [], False)
-    ]
-    return flags + list(args.overrides)
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     from garasam.train import load_config, train
 
-    config = load_config(args.config, overrides_from_args(args))
+    config = load_config(args.config, args.overrides, settings_from_args(args))
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         if result.status == "completed":
@@ -92,25 +90,16 @@ def run(args: argparse.Namespace) -> int:
     return 128 + int(result.signal or signal.SIGINT)  # the shell convention: 130 for SIGINT, 143 for SIGTERM
 
 
-def _yaml_str(value: str) -> str:
-    """Quote a path or spec so YAML reads it back as the same string."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _yaml_list(values: list[str]) -> str:
-    return "[" + ", ".join(_yaml_str(v) for v in values) + "]"
-
-
-# flag (argparse dest) -> the config key it sets, and how its value is written as YAML
-_FLAG_KEYS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
-    ("data", "data.train", _yaml_list),
-    ("val_data", "validation.data", _yaml_str),
-    ("output_dir", "output_dir", _yaml_str),
-    ("model_type", "model.model_type", str),
-    ("checkpoint", "model.checkpoint", _yaml_str),
-    ("init_adapters", "model.init_adapters", _yaml_str),
-    ("max_steps", "run.max_steps", str),
-    ("resume", "resume", lambda _: "true"),
-    ("overwrite", "overwrite", lambda _: "true"),
-    ("device", "run.device", str),
+# flag (argparse dest) -> the config key it sets
+_FLAG_KEYS: tuple[tuple[str, str], ...] = (
+    ("data", "data.train"),
+    ("val_data", "validation.data"),
+    ("output_dir", "output_dir"),
+    ("model_type", "model.model_type"),
+    ("checkpoint", "model.checkpoint"),
+    ("init_adapters", "model.init_adapters"),
+    ("max_steps", "run.max_steps"),
+    ("resume", "resume"),
+    ("overwrite", "overwrite"),
+    ("device", "run.device"),
 )

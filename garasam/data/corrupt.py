@@ -9,7 +9,7 @@ same command again: finished files are kept, every file is written atomically.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,14 +127,17 @@ def work_on(index: int) -> Result:
     return process_image(_JOB, index)
 
 
-def plan_outputs(suite: str, severities: str | None, only: str | None) -> tuple[Output, ...]:
+def plan_outputs(
+    suite: str, severities: Sequence[int] | None, only: Sequence[str] | None
+) -> tuple[Output, ...]:
+    """The folders to write: every (degradation, severity) of the suite, or the ones asked for."""
     from garasam.data.degradations import SUITES, folder_name, get_suite
 
     if suite not in SUITES:
         raise ConfigError(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
     degradations = list(get_suite(suite))
     if only:
-        wanted = [name.strip() for name in only.split(",") if name.strip()]
+        wanted = list(only)
         names = [d.name for d in degradations]
         unknown = [name for name in wanted if name not in names]
         if unknown:
@@ -142,12 +145,7 @@ def plan_outputs(suite: str, severities: str | None, only: str | None) -> tuple[
                 f"--only: unknown degradation(s) {unknown} in suite {suite}; names: {', '.join(names)}"
             )
         degradations = [d for d in degradations if d.name in wanted]
-    requested = None
-    if severities:
-        try:
-            requested = sorted({int(value) for value in severities.split(",") if value.strip()})
-        except ValueError:
-            raise ConfigError(f"--severities must be comma-separated integers, got {severities!r}") from None
+    requested = sorted(set(severities)) if severities else None
     outputs = []
     for degradation in degradations:
         levels = degradation.severities if requested is None else requested

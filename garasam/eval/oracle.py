@@ -66,7 +66,7 @@ def oracle_summary(
     chosen = list(models) if models else found
     unknown = [m for m in chosen if m not in found]
     if unknown:
-        raise ConfigError(f"--models: {', '.join(unknown)} not in the files (they hold {', '.join(found)})")
+        raise ConfigError(f"--model: {', '.join(unknown)} not in the files (they hold {', '.join(found)})")
     if len(chosen) < 2:
         raise ConfigError(f"an oracle chooses among models: need two or more, got {chosen}")
     out: dict[str, Any] = {"models": chosen, "prompts": {}}

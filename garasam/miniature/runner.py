@@ -28,7 +28,7 @@ def run_miniature(
     out: Path,
     plan: StudyPlan,
     *,
-    sam: str | None = None,
+    model_type: str | None = None,
     checkpoint: str | None = None,
     data: str | None = None,
     test_data: dict[str, str] | None = None,
@@ -41,7 +41,7 @@ def run_miniature(
 
     if (data is None) != (test_data is None):
         raise ConfigError("--data and --test-data go together (training and held-out evaluation data)")
-    if checkpoint is not None and sam is None:
+    if checkpoint is not None and model_type is None:
         raise ConfigError("--checkpoint needs --model-type (vit_b, vit_l or vit_h)")
     start = time.time()
     out = Path(out)
@@ -56,12 +56,12 @@ def run_miniature(
         name = run_name(arm, seed)
         log(f"[{number}/{len(trained)}] training {name} ({plan.steps} steps, lr {lr_for(arm):g})")
         began = time.time()
-        adapters[name] = train_arm(out / "runs" / name, arm, seed, plan, data, sam, checkpoint, device)
+        adapters[name] = train_arm(out / "runs" / name, arm, seed, plan, data, model_type, checkpoint, device)
         timings[f"train_{name}"] = round(time.time() - began, 1)
     for test_set, spec in test_data.items():
         began = time.time()
         log(f"evaluating {len(adapters)} models on the {test_set} test set ({spec})")
-        evaluate_all(out / "eval" / test_set, adapters, spec, plan, sam, checkpoint, device, examples)
+        evaluate_all(out / "eval" / test_set, adapters, spec, plan, model_type, checkpoint, device, examples)
         timings[f"eval_{test_set}"] = round(time.time() - began, 1)
     analysis = analyse(out / "eval", plan)
     summary = {
@@ -95,7 +95,7 @@ def train_arm(
     seed: int,
     plan: StudyPlan,
     data: str,
-    sam: str | None,
+    model_type: str | None,
     checkpoint: str | None,
     device: str,
 ) -> Path:
@@ -108,7 +108,7 @@ def train_arm(
     overrides = [
         f"output_dir={run_dir}",
         "overwrite=true",
-        f"model.model_type={sam or 'tiny'}",
+        f"model.model_type={model_type or 'tiny'}",
         f"model.checkpoint={json.dumps(checkpoint)}",
         f"adapter={json.dumps(ARM_ADAPTERS[arm])}",
         f"data.train=[{json.dumps(data)}]",
@@ -138,7 +138,7 @@ def evaluate_all(
     adapters: dict[str, Path | None],
     spec: str,
     plan: StudyPlan,
-    sam: str | None,
+    model_type: str | None,
     checkpoint: str | None,
     device: str,
     examples: int,
@@ -154,7 +154,7 @@ def evaluate_all(
     done = results_file.is_file() and (out / "objects.csv").is_file()
     if done and list(json.loads(results_file.read_text())["models"]) == list(adapters):
         return
-    models, info = build_models(adapters, sam, checkpoint, device)
+    models, info = build_models(adapters, model_type, checkpoint, device)
     results = evaluate(
         models,
         open_dataset(spec, max_objects=plan.max_objects),

@@ -36,13 +36,13 @@ from garasam.models.registry import (
     FAMILIES,
     MODEL_TYPES,
     architecture,
-    config_from_dict,
     encoder_shape_of_config,
     family_of,
     family_of_config,
     model_type_of_config,
     model_type_of_encoder,
     sam_config,
+    sam_config_from_dict,
 )
 from garasam.models.sam2 import from_meta_sam2, is_meta_sam2
 
@@ -259,7 +259,7 @@ def _check_hf_folder(folder: Path, model_type: str) -> Path:
     if declared not in CONFIG_CLASSES:
         raise CheckpointError(f"{config_file}: describes a {declared!r} model, not SAM")
     try:
-        config = config_from_dict(data)
+        config = sam_config_from_dict(data)
     except Exception as err:  # transformers' strict config dataclasses raise several error types
         raise CheckpointError(f"{config_file}: not a valid SAM config ({_first_line(err)})") from err
     if architecture(config) != architecture(sam_config(model_type)):

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from garasam.errors import CheckpointError
-from garasam.models.registry import config_from_dict, model_type_name, model_type_of_config
+from garasam.models.registry import model_type_name, model_type_of_config, sam_config_from_dict
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
@@ -57,7 +57,7 @@ def folder_model_type(folder: Path) -> str | None:
     """The model type a save_pretrained folder's config.json describes, or None."""
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return model_type_of_config(config_from_dict(data))
+        return model_type_of_config(sam_config_from_dict(data))
     except Exception:  # no config, not JSON, not SAM: the checkpoint reader reports it properly
         return None
 

@@ -98,7 +98,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
 }
 
 
-def config_from_dict(data: dict) -> PretrainedConfig:
+def sam_config_from_dict(data: dict) -> PretrainedConfig:
     """A config.json's content as a config of its family (`model_type` "sam", "sam_hq" or "sam2")."""
     declared = data.get("model_type")
     if declared not in CONFIG_CLASSES:

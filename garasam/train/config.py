@@ -3,7 +3,7 @@
 Every section is a pydantic model with `extra="forbid"`, so a typo'd key or a value of the wrong type
 stops the run at once with a `ConfigError` that names the dotted key (`optim.lrr`, `run.batch_size`)
 and where it came from (the YAML file or the override). The `adapter` section is the adapter config of
-`garasam.adapters` (checked by `config_from_dict`). Defaults are the paper's recipe for ViT-B (section 3
+`garasam.adapters` (checked by its dataclass). Defaults are the paper's recipe for ViT-B (section 3
 of the reference); the paper's gaps (schedule, prompts, IoU loss) are our documented decisions.
 """
 
@@ -14,7 +14,7 @@ import functools
 import hashlib
 import json
 import os
-import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,13 +23,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
-    create_model,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
-from garasam.adapters.config import CONFIG_TYPES, AdapterConfig, config_from_dict
+from garasam.adapters.config import CONFIG_TYPES, LEGACY_QKV_TARGETS, QKV_TARGETS, AdapterConfig, GaRAConfig
 from garasam.errors import ConfigError, GarasamError
 from garasam.models.registry import MODEL_TYPES
 
@@ -167,11 +168,15 @@ class LoggingSection(Section):
 class TrainConfig(Section):
     """A complete training run. `train(config)` needs nothing else."""
 
+    model_config = ConfigDict(**Section.model_config, arbitrary_types_allowed=True)  # the adapter dataclass
+
     output_dir: str | None = None
     resume: bool | Literal["auto"] = False  # True: continue (a checkpoint must exist); auto: if one exists
     overwrite: bool = False  # replace another run's checkpoints in output_dir
     model: ModelSection = Field(default_factory=ModelSection)
-    adapter: dict[str, Any] = Field(default_factory=lambda: {"adapter_type": "gara"})
+    # Read from a mapping ({adapter_type: gara, r_low: 16, ...}), held as the garasam.adapters config
+    # itself, written back as that mapping (to_dict).
+    adapter: AdapterConfig = Field(default_factory=GaRAConfig)
     data: DataSection = Field(default_factory=DataSection)
     prompts: PromptSection = Field(default_factory=PromptSection)
     loss: LossSection = Field(default_factory=LossSection)
@@ -185,20 +190,30 @@ class TrainConfig(Section):
     @field_validator("adapter", mode="before")
     @classmethod
     def _adapter(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value  # pydantic reports the wrong type
+        if isinstance(value, AdapterConfig) or not isinstance(value, dict):
+            return value  # a config object as it is; pydantic reports any other type
         kind = value.get("adapter_type", "gara")
         if kind not in CONFIG_TYPES:
             raise ValueError(f"unknown adapter_type {kind!r}; expected one of {sorted(CONFIG_TYPES)}")
         fields = {k: v for k, v in value.items() if k != "adapter_type"}
+        if fields.get("target_modules") == LEGACY_QKV_TARGETS:  # recipes written before SAM 2
+            fields["target_modules"] = QKV_TARGETS
+        valid = [f.name for f in dataclasses.fields(CONFIG_TYPES[kind])]
+        unknown = [key for key in fields if key not in valid]
+        if unknown:
+            raise ValueError(
+                f"unknown {kind} adapter key {unknown[0]!r} (valid keys: {', '.join(['adapter_type', *valid])})"
+            )
         try:
-            typed = _adapter_schema(kind).model_validate(fields)
+            return _adapter_validator(kind).validate_python(fields)  # the dataclass, its types checked
         except ValidationError as err:
-            raise ValueError("; ".join(_describe_adapter_error(e, kind) for e in err.errors())) from None
-        try:
-            return config_from_dict({"adapter_type": kind, **typed.model_dump()}).to_dict()
-        except GarasamError as err:
+            raise ValueError("; ".join(_describe_adapter_error(e) for e in err.errors())) from None
+        except GarasamError as err:  # the dataclass's own checks (ranges, regexes)
             raise ValueError(str(err)) from None
+
+    @field_serializer("adapter")
+    def _adapter_mapping(self, adapter: AdapterConfig) -> dict[str, Any]:
+        return adapter.to_dict()
 
     @model_validator(mode="after")
     def _validation_degradations(self) -> TrainConfig:
@@ -208,7 +223,7 @@ class TrainConfig(Section):
 
     def adapter_config(self) -> AdapterConfig:
         """The adapter section as a `garasam.adapters` config object."""
-        return config_from_dict(self.adapter)
+        return self.adapter
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML types only (tuples become lists), for files and checkpoints."""
@@ -228,22 +243,13 @@ class TrainConfig(Section):
 
 
 @functools.cache
-def _adapter_schema(kind: str) -> type[BaseModel]:
-    """A strict pydantic mirror of an adapter dataclass, so its keys and types are checked like ours."""
-    cls = CONFIG_TYPES[kind]
-    hints = typing.get_type_hints(cls)
-    fields: dict[str, Any] = {
-        f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory())
-        for f in dataclasses.fields(cls)
-    }
-    return create_model(f"{cls.__name__}Schema", __config__=ConfigDict(extra="forbid"), **fields)
+def _adapter_validator(kind: str) -> TypeAdapter:
+    """pydantic's validation of an adapter dataclass's field types (then its own `__post_init__`)."""
+    return TypeAdapter(CONFIG_TYPES[kind])
 
 
-def _describe_adapter_error(error: Any, kind: str) -> str:
+def _describe_adapter_error(error: Any) -> str:
     key = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        valid = ", ".join(["adapter_type", *_adapter_schema(kind).model_fields])
-        return f"unknown {kind} adapter key {key!r} (valid keys: {valid})"
     return f"{key}: {error['msg']} (got {error['input']!r})"
 
 
@@ -259,9 +265,12 @@ def check_degradations(suite: str, names: list[str], where: str = "") -> None:
 
 
 def load_config(
-    path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    settings: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """Read a YAML recipe (or start from the defaults) and apply `key=value` overrides.
+    """Read a YAML recipe (or start from the defaults), set `settings` (dotted key -> value, typed:
+    what `garasam train`'s flags give) and then apply the `key=value` overrides.
 
     Override values are parsed as YAML (`optim.lr=1e-3`, `schedule.decay_epochs=[5,8]`, `x=null`).
     `adapter.adapter_type=lora` on a recipe of another adapter type starts that section afresh, so
@@ -274,6 +283,10 @@ def load_config(
         data = read_recipe(Path(path))
         validate(data, source)
     set_keys: dict[str, str] = {}
+    for key, value in (settings or {}).items():
+        item = f"{key}={value!r}"
+        _set_dotted(data, key, value, item)
+        set_keys[key] = item
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()

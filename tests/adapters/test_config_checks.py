@@ -14,7 +14,7 @@ from garasam.adapters import (
     load_adapters,
     save_adapters,
 )
-from garasam.adapters.config import config_from_dict
+from garasam.adapters.config import adapter_config_from_dict
 from garasam.adapters.io import CONFIG_NAME
 from garasam.errors import CheckpointError, ConfigError
 
@@ -126,7 +126,7 @@ def test_regex_matching_no_module_is_refused(saved) -> None:
 )
 def test_every_config_class_checks_its_numbers_and_patterns(data, message) -> None:
     with pytest.raises(ConfigError, match=message):
-        config_from_dict(data)
+        adapter_config_from_dict(data)
 
 
 def test_valid_configs_still_build() -> None:
@@ -137,4 +137,4 @@ def test_valid_configs_still_build() -> None:
         MoELoRAConfig(),
         FullFinetuneConfig(),
     ):
-        assert config_from_dict(config.to_dict()) == config
+        assert adapter_config_from_dict(config.to_dict()) == config

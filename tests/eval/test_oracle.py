@@ -76,7 +76,7 @@ def test_only_objects_every_model_scored_count(tmp_path: Path) -> None:
         ("missing", "cannot read it as an objects.csv"),
         ("not_objects", "not an objects.csv of garasam eval (no column image_id"),
         ("duplicate", "model 'a' is in both"),
-        ("unknown_model", "--models: zzz not in the files"),
+        ("unknown_model", "--model: zzz not in the files"),
         ("one_model", "need two or more"),
         ("bad_iou", "IoU 1.5 outside"),
     ],

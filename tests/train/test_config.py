@@ -170,7 +170,7 @@ def test_command_line_flags_become_overrides(tmp_path: Path) -> None:
             "optim.lr=0.5",
         ]
     )
-    config = load_config(args.config, cmd.overrides_from_args(args))
+    config = load_config(args.config, args.overrides, cmd.settings_from_args(args))
     assert config.data.train == ["robustseg:/data/a b", "folder:/data/x?image_dir=im"]
     assert config.output_dir == str(tmp_path / "it's")
     assert (config.run.max_steps, config.resume, config.optim.lr) == (7, True, 0.5)
