@@ -64,3 +64,24 @@ def test_a_signal_asks_the_loop_to_stop() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signal == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+@NO_CUDA
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "mps"])
+@pytest.mark.parametrize("command", ["predict", "serve", "eval"])
+def test_every_command_checks_the_device_before_any_work(command, device, tmp_path, capsys) -> None:
+    """Issue 29, item 6: eval, predict and serve ended in torch tracebacks; train already refused cleanly."""
+    from garasam.cli import main
+    from garasam.models.build import TINY_WEIGHTS
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    sample = next((TINY_WEIGHTS.parent / "samples").iterdir())
+    argv = {
+        "predict": ["predict", str(sample), "--box", "1,1,20,20", "--out", str(tmp_path / "p")],
+        "serve": ["serve", "--port", "7999"],
+        "eval": ["eval", "--data", f"robustseg:{tmp_path}", "--out", str(tmp_path / "e")],
+    }[command]
+    assert main([*argv, "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert f"garasam {command}: error: device {device}:" in err and "Traceback" not in err

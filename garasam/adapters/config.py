@@ -106,15 +106,16 @@ class GaRAConfig(AdapterConfig):
         ):
             raise ConfigError(f"GaRAConfig.r_mid must be a list of ranks from 1 to {MAX_WIDTH}, got {mid!r}")
         self.r_mid = tuple(mid)
-        if self.r_mid and list(self.space_ranks) != sorted(set(self.space_ranks)):
-            raise ConfigError(
-                "GaRAConfig: nested rank spaces must grow strictly from r_low through r_mid to r_high, "
-                f"got {list(self.space_ranks)}"
-            )
         if self.r_mid and self.gating == "unified":
             raise ConfigError("GaRAConfig: gating 'unified' has one rank space; leave r_mid empty")
         for name in ("r_low", "r_high", "space_gate_hidden", "component_gate_hidden"):
             _positive(self, name, MAX_WIDTH)
+        # the low space is the small one, with or without spaces between (issue 29, item 10)
+        if list(self.space_ranks) != sorted(set(self.space_ranks)):
+            raise ConfigError(
+                "GaRAConfig: nested rank spaces must grow strictly from r_low through r_mid to r_high, "
+                f"got {list(self.space_ranks)}"
+            )
         for name in ("space_gate_layers", "component_gate_layers"):
             _positive(self, name, MAX_LAYERS)
         if self.tau <= 0:

@@ -15,7 +15,12 @@ from garasam.train.pretrain_tiny import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PretrainConfig()
-    parser.add_argument("--out", type=output_file, default=defaults.out, help="safetensors file to write")
+    parser.add_argument(
+        "--out",
+        type=output_file,
+        default=defaults.out,
+        help="safetensors file to write (the bundled weights are replaced only when named here)",
+    )
     parser.add_argument(
         "--max-steps", type=positive_int, default=defaults.steps, help="training steps at most"
     )

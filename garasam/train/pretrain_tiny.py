@@ -30,7 +30,7 @@ from garasam.data.prompts import eval_prompt, mask_box, sample_points
 from garasam.data.synthetic import generate_scene
 from garasam.data.transforms import SamTransform
 from garasam.io import atomic_write_text
-from garasam.models.build import TINY_WEIGHTS, build_sam
+from garasam.models.build import build_sam
 from garasam.models.checkpoint import save_sam
 from garasam.runtime import pick_device
 from garasam.train.losses import mask_losses
@@ -44,7 +44,8 @@ SHAPES = ((256, 256), (192, 256), (256, 192), (224, 256), (256, 160))
 class PretrainConfig:
     """Settings of a pretraining run; the defaults produced the bundled weights."""
 
-    out: Path = TINY_WEIGHTS
+    # in the working folder: the bundled weights are replaced only when named (--out garasam/assets/...)
+    out: Path = Path("tiny_sam.safetensors")
     steps: int = 6000
     time_budget: float | None = None  # seconds; the schedule follows whichever of steps/time ends first
     batch_size: int = 48

@@ -138,3 +138,18 @@ def test_valid_configs_still_build() -> None:
         FullFinetuneConfig(),
     ):
         assert adapter_config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("ranks", [{"r_low": 300, "r_high": 16}, {"r_low": 16, "r_high": 16}])
+def test_the_low_space_is_smaller_than_the_high_one(ranks) -> None:
+    """Issue 29, item 10: r_low > r_high trained (exit 0); the order was checked only with r_mid."""
+    with pytest.raises(ConfigError, match="must grow strictly from r_low"):
+        GaRAConfig(**ranks)
+    GaRAConfig(gating="unified", r_high=16)  # one space: r_low plays no part
+
+
+def test_a_training_recipe_with_the_spaces_swapped_is_refused() -> None:
+    from garasam.train import load_config
+
+    with pytest.raises(ConfigError, match="must grow strictly"):
+        load_config(None, ["adapter.r_low=300", "adapter.r_high=16"])

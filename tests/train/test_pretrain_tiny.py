@@ -54,3 +54,17 @@ def test_only_a_single_point_gets_three_masks(num_points: int, masks: int) -> No
         point_out, box_out = prompted_outputs(model, embeddings, batch, num_points)
     assert point_out.pred_masks.shape[:3] == (1, 2, masks)
     assert box_out.pred_masks.shape[:3] == (1, 2, 1)
+
+
+def test_the_bundled_weights_are_replaced_only_when_named() -> None:
+    """Issue 29, item 1: `garasam pretrain-tiny` without --out overwrote garasam/assets/tiny_sam.safetensors."""
+    import argparse
+
+    from garasam.commands import pretrain_tiny as command
+    from garasam.models.build import TINY_WEIGHTS
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    package = TINY_WEIGHTS.resolve().parents[1]
+    for out in (parser.parse_args([]).out, PretrainConfig().out):
+        assert not out.resolve().is_relative_to(package), out
