@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from garasam.argtypes import ListAction, non_negative_int, output_dir
+from garasam.argtypes import non_negative_int, output_dir
+from garasam.commands.options import add_degradation_flags
 from garasam.data.corrupt import (
     MANIFEST,
     Job,
@@ -38,15 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", help="source dataset, <reader>:<path> (robustseg, coco, folder, cityscapes)"
     )
     parser.add_argument("--out", type=output_dir, help="output folder (Robust-Seg layout)")
-    parser.add_argument("--suite", default="robustseg", help="degradation suite: robustseg or imagenet-c")
-    parser.add_argument(
-        "--severities",
-        action=ListAction,
-        type=int,
-        help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)",
-    )
-    parser.add_argument(
-        "--only", action=ListAction, help="comma-separated degradation names (default: the whole suite)"
+    add_degradation_flags(
+        parser,
+        suite_help="degradation suite: robustseg or imagenet-c",
+        only_help="comma-separated degradation names (default: the whole suite)",
     )
     parser.add_argument(
         "--workers",

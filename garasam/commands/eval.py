@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from garasam.argtypes import ListAction, device, non_negative_int, output_dir, positive_int
 from garasam.assembly.spec import ModelSpec
+from garasam.commands.options import add_degradation_flags
 from garasam.errors import ConfigError
 from garasam.eval.paper import PAPER_TABLES
 
@@ -41,21 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, type=output_dir, help="output folder for results, tables and plots"
     )
-    parser.add_argument(
-        "--suite",
-        default="robustseg",
-        help="degradation suite: robustseg, imagenet-c, or none (score the images as they are)",
-    )
-    parser.add_argument(
-        "--severities",
-        action=ListAction,
-        type=int,
-        help="comma-separated severities, e.g. 1,3,5 (default: all of the suite's)",
-    )
-    parser.add_argument(
-        "--only",
-        action=ListAction,
-        help="comma-separated degradation names, or clean for none (default: the whole suite)",
+    add_degradation_flags(
+        parser,
+        suite_help="degradation suite: robustseg, imagenet-c, or none (score the images as they are)",
+        only_help="comma-separated degradation names, or clean for none (default: the whole suite)",
     )
     parser.add_argument(
         "--prompts",
