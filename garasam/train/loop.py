@@ -117,7 +117,19 @@ class Trainer:
         )
         workers = self.resources.workers
         # Fresh run, resume, or refuse: decided before anything expensive is built.
+        fresh = ctx.is_main and ckpt.read_run(self.output) is None
         resume_from = prepare_output(config, self.output, ctx)
+        try:
+            self._set_up(resume_from, workers)
+        except BaseException:
+            # refused before its first step: no run.json may stay to refuse the corrected command
+            if fresh and not ckpt.list_checkpoints(self.output):
+                (self.output / ckpt.RUN_NAME).unlink(missing_ok=True)
+            raise
+
+    def _set_up(self, resume_from: Path | None, workers: int) -> None:
+        """Data, model, optimiser, DDP and monitor: everything a step needs."""
+        config, ctx, run = self.config, self.ctx, self.config.run
         if config.model.init_adapters is not None:
             init_adapters_matching(config)  # a wrong folder is refused before the data is opened
 

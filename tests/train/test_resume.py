@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from garasam.errors import CheckpointError
+from garasam.errors import CheckpointError, ConfigError
 from garasam.train import train
 from garasam.train.checkpoint import list_checkpoints, load_state, rng_state, set_rng_state
 from garasam.train.monitor import read_log
@@ -149,3 +149,14 @@ def test_a_damaged_adapter_file_is_passed_over_too(make_config, tmp_path: Path) 
     newest.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="differ from the digest"):
         train(make_config("run.max_steps=3", "resume=true", *every))
+
+
+def test_a_run_refused_before_its_first_step_does_not_block_its_fix(make_config, tmp_path: Path) -> None:
+    """Issue 29, item 11: a run that failed its first check (too few samples for the batch) had
+    written run.json already, and the corrected command was refused as 'holds another run'."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="do not fill one batch"):
+        train(make_config("run.batch_size=100", "run.max_steps=1", output=out))
+    assert not (out / "run.json").exists()
+    result = train(make_config("run.max_steps=1", output=out))
+    assert result.status == "completed"
