@@ -142,8 +142,10 @@ class WebApp:
             adapters = DEMO_ADAPTERS
         spec = ModelSpec(adapters=None if adapters is None else Path(adapters))
         gara = build_model(spec, base=shared_twin(base), inject=GaRAConfig())
-        if adapters is not None:
-            notes.append(f"GaRA-SAM uses the adapters in {adapters}.")
+        if adapters == DEMO_ADAPTERS:  # no server path reaches the page: the folder's name only
+            notes.append("GaRA-SAM uses the bundled demo adapters (tiny_gara).")
+        elif adapters is not None:
+            notes.append(f"GaRA-SAM uses the adapters in {Path(adapters).name}.")
         else:
             notes.append(
                 "No trained adapters: GaRA-SAM uses zero-initialised GaRA, so its masks equal SAM's "

@@ -236,3 +236,15 @@ def test_the_page_refuses_a_real_model_without_weights() -> None:
 )
 def test_public_messages_cut_absolute_paths_only(text, shown) -> None:
     assert web.public_message(text) == shown
+
+
+def test_the_page_notes_name_no_server_path(tmp_path) -> None:
+    """Issue 29, item 12: the first note showed .../site-packages/garasam/assets/tiny_gara."""
+    from garasam.adapters import GaRAConfig, inject_adapters
+    from garasam.models import build_sam
+
+    folder = tmp_path / "deep" / "my_gara"
+    inject_adapters(build_sam("tiny"), GaRAConfig(r_low=2, r_high=4)).save_pretrained(folder)
+    for adapters, shown in ((None, "bundled demo adapters"), (folder, "my_gara")):
+        notes = " ".join(WebApp.create(adapters=adapters, device="cpu").notes)
+        assert shown in notes and str(tmp_path) not in notes and "/garasam/assets" not in notes, notes
