@@ -24,16 +24,19 @@ def _number(text: str, kind: type) -> float | int:
     return value
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An integer >= `minimum` (1 for counts and sizes, 0 for workers and areas)."""
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An integer >= `minimum` (1 for counts and sizes, 0 for workers and areas), and at most
+    `maximum` where a larger value would only exhaust memory or time (image sides, prompt grids)."""
 
     def parse(text: str) -> int:
         value = int(_number(text, int))
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = f"integer >= {minimum}" if maximum is None else f"integer from {minimum} to {maximum}"
     return parse
 
 

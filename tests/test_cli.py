@@ -319,3 +319,16 @@ def test_lists_repeat_and_split_on_commas_the_same_way_everywhere() -> None:
         ("study", "--seeds"),
         ("oracle", "--model"),
     } <= list_flags
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["synth", "--out", "x", "--num", "1", "--size", "100000"], "must be at most 4096"),
+        (["predict", "img.png", "--auto", "--points-per-side", "1000"], "must be at most 128"),
+    ],
+)
+def test_sizes_and_counts_have_a_sane_bound(argv, message, capsys) -> None:
+    """Issue 29, item 9: synth --size 100000 died in OpenCV; --points-per-side 1000 ran for minutes."""
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from garasam.argtypes import device, non_negative_int, output_dir, positive_int, unit_float
+from garasam.argtypes import device, int_at_least, non_negative_int, output_dir, unit_float
 from garasam.data.images import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
@@ -36,6 +36,10 @@ from garasam.predict.overlay import overlay
 from garasam.predict.predictor import from_pretrained, gate_table
 from garasam.predict.prompts import UserPrompt, candidates, segment
 from garasam.runtime import resolve_device
+
+# 128 x 128 = 16384 prompts per crop, 16 times the default grid; 1000 was a million prompts on one
+# image, minutes of silent work at 1.7 GB
+MAX_POINTS_PER_SIDE = 128
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:
@@ -99,7 +103,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=output_dir, required=True, help="output folder")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     auto = parser.add_argument_group("automatic masks (--auto)")
-    auto.add_argument("--points-per-side", type=positive_int, default=32, help="grid of points per side")
+    auto.add_argument(
+        "--points-per-side",
+        type=int_at_least(1, MAX_POINTS_PER_SIDE),
+        default=32,
+        help=f"grid of points per side, at most {MAX_POINTS_PER_SIDE}",
+    )
     auto.add_argument(
         "--pred-iou-thresh",
         type=unit_float,

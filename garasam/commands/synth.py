@@ -10,6 +10,8 @@ import argparse
 from garasam.argtypes import int_at_least, non_negative_int, output_dir, positive_int
 from garasam.data.synthetic import FAMILIES, SPLITS, write_scenes
 
+MAX_SCENE_SIDE = 4096  # a 100000 px scene ended in an OpenCV out-of-memory traceback
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -20,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=non_negative_int, default=0, help="first scene seed; scenes are seed .. seed+num-1"
     )
     parser.add_argument(
-        "--size", type=int_at_least(32), default=256, help="scene height and width in pixels (default 256)"
+        "--size",
+        type=int_at_least(32, MAX_SCENE_SIDE),
+        default=256,
+        help=f"scene height and width in pixels, at most {MAX_SCENE_SIDE} (default 256)",
     )
     parser.add_argument(
         "--family",
