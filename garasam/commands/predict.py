@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--points-per-side",
         type=int_at_least(1, MAX_POINTS_PER_SIDE),
         default=32,
-        help=f"grid of points per side, at most {MAX_POINTS_PER_SIDE}",
+        help=f"grid of points per side (default: 32), at most {MAX_POINTS_PER_SIDE}",
     )
     auto.add_argument(
         "--pred-iou-thresh",
