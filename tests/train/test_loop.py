@@ -120,10 +120,10 @@ def test_init_adapters_continues_from_trained_adapters(make_config, tmp_path: Pa
 def test_init_adapters_of_another_recipe_are_refused_by_key(make_config, tmp_path: Path) -> None:
     first = train(make_config("run.max_steps=1", output=tmp_path / "first"))
     config = make_config(
-        f"model.init_adapters={first.adapters_dir}", "adapter.r_high=8", output=tmp_path / "second"
+        f"model.init_adapters={first.adapters_dir}", "adapter.r_high=64", output=tmp_path / "second"
     )
     with pytest.raises(
-        ConfigError, match=r"differ from the run's adapter section \(r_high: saved 256, run 8\)"
+        ConfigError, match=r"differ from the run's adapter section \(r_high: saved 256, run 64\)"
     ):
         Trainer(config, CPU)
     assert not (tmp_path / "second" / "checkpoints").exists()
