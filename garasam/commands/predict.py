@@ -16,8 +16,9 @@ import glob
 import io
 import json
 import math
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,25 +233,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def expand_inputs(items: Sequence[str]) -> list[Path]:
-    """Files as given, folders' images (sorted, not recursive) and glob matches, without repeats."""
-    found: dict[Path, None] = {}
+    """Files as given, folders' images (sorted, not recursive) and glob matches, each image once
+    however many links lead to it (a symlink loop under `**` repeats one file many times)."""
+    found: dict[str, Path] = {}
     for item in items:
         path = Path(item)
         if glob.has_magic(item):
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
-            matches = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES]
+            matches = _images(Path(m) for m in sorted(glob.glob(item, recursive=True)))
             if not matches:
                 raise DataError(f"{item}: no image files match this pattern")
         elif path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            matches = _images(sorted(path.iterdir()))
             if not matches:
                 raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
             matches = [path]
+        elif path.is_symlink():
+            raise DataError(f"{path}: a broken symbolic link (its target is gone)")
         else:
             raise DataError(f"{path}: no such file or folder")
-        found.update(dict.fromkeys(matches))
-    return list(found)
+        for match in matches:
+            found.setdefault(os.path.realpath(match), match)
+    return list(found.values())
+
+
+def _images(candidates: Iterable[Path]) -> list[Path]:
+    """The image files among `candidates`; an image name whose link leads nowhere is an error, as a
+    damaged image is, not a file silently left out."""
+    images = []
+    for path in candidates:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.is_symlink() and not path.exists():
+            raise DataError(f"{path}: a broken symbolic link (its target is gone)")
+        if path.is_file():
+            images.append(path)
+    return images
 
 
 def _prompts(args: argparse.Namespace) -> list[UserPrompt]:

@@ -254,3 +254,21 @@ def test_auto_defaults_find_masks_on_the_bundled_model(tmp_path) -> None:
     out = tmp_path / "out"
     assert main(["predict", str(SAMPLES_DIR / "coffee.jpg"), "--auto", "--out", str(out)]) == 0
     assert len(json.loads((out / "coffee.json").read_text())["masks"]) >= 5
+
+
+def test_a_symlink_loop_yields_each_image_once_and_a_dangling_link_is_named(tmp_path) -> None:
+    """Issue 29, item 13: a loop under `**` segmented one image 40 times; a dangling .jpg link was
+    skipped without a word while a damaged .jpg beside it exits 2."""
+    import pytest
+
+    from garasam.errors import DataError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"not read here")
+    (folder / "loop").symlink_to(folder)
+    assert expand_inputs([f"{folder}/**/*.jpg"]) == [folder / "a.jpg"]
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    for item in (f"{folder}/**/*.jpg", str(folder), str(folder / "gone.jpg")):
+        with pytest.raises(DataError, match="gone.jpg: a broken symbolic link"):
+            expand_inputs([item])
