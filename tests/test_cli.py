@@ -332,3 +332,25 @@ def test_sizes_and_counts_have_a_sane_bound(argv, message, capsys) -> None:
     """Issue 29, item 9: synth --size 100000 died in OpenCV; --points-per-side 1000 ran for minutes."""
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone (`garasam ... | head` after head exits)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_output_to_a_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:
+    """Issue 29: whatever a command prints goes to a pipe without a traceback (`garasam corrupt
+    --list | head -1`); argparse's own help already ignores a closed pipe."""
+    import signal
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["corrupt", "--list"]) == 128 + signal.SIGPIPE
+    assert main(["--help"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
