@@ -15,6 +15,7 @@ import signal
 import sys
 
 from garasam.errors import GarasamError
+from garasam.io import DISK_ERRNOS
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -125,6 +126,11 @@ def _main(argv: list[str] | None) -> int:
         return int(module.run(args) or 0)
     except GarasamError as err:
         print(f"garasam {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the disk refusing outside garasam's writers (a library's cache): named too
+        if not err.filename or err.errno not in DISK_ERRNOS:
+            raise
+        print(f"garasam {args.command}: error: {err.filename}: {err.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"garasam {args.command}: interrupted", file=sys.stderr)

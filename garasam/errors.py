@@ -15,3 +15,11 @@ class DataError(GarasamError):
 
 class ConfigError(GarasamError):
     """A configuration has an unknown key, a wrong type or an invalid value."""
+
+
+class WriteError(GarasamError):
+    """The disk refused a write (full, read-only, no permission): named with the path and the cause."""
+
+
+class BusyError(GarasamError):
+    """An output folder is being written by another live garasam process."""

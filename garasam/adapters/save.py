@@ -13,14 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
 from torch import nn
 
 from garasam.adapters.config import AdapterConfig, LoRAConfig
 from garasam.adapters.inspect import adapter_config, adapter_layers, adapter_state_dict, find_targets
 from garasam.adapters.peft_format import peft_fields, peft_key
 from garasam.errors import ConfigError
-from garasam.io import atomic_path, atomic_write_text, file_sha256
+from garasam.io import atomic_write_text, save_safetensors
 from garasam.version import __version__
 
 _OFFICIAL, _HF = "image_encoder.blocks.", "vision_encoder.layers."
@@ -48,9 +47,8 @@ def save_adapters(
     peft = peft_fields(config, targets) if isinstance(config, LoRAConfig) else {}
     if peft:  # LoRA folders are PEFT folders too (garasam.adapters.peft_format)
         state = {peft_key(k): v for k, v in state.items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "garasam_adapter_type": config.adapter_type})
-        digest = file_sha256(tmp)
+    metadata = {"format": "pt", "garasam_adapter_type": config.adapter_type}
+    digest = save_safetensors(state, directory / WEIGHTS_NAME, metadata)
     meta = {
         "format_version": FORMAT_VERSION,
         "garasam_version": __version__,

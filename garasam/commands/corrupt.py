@@ -32,6 +32,7 @@ from garasam.data.readers import (
 )
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_text, remove_stale_temp_files
+from garasam.outputs import claim_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--data and --out are required (or use --list)")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    with claim_output(args.out, "corrupt"):
+        return _corrupt(args)
+
+
+def _corrupt(args: argparse.Namespace) -> int:
     outputs = plan_outputs(args.suite, args.severities, args.only)
     reader = open_dataset(args.data, strict=args.strict)
     discovery_problems = [
@@ -109,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.data}: image ids must be unique to name output files, repeated: {duplicates[:5]}"
         )
-    out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, {"suite": args.suite, "seed": args.seed, "data": args.data})
     remove_stale_temp_files(out)
 

@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from garasam.errors import ConfigError
     from garasam.miniature.runner import run_miniature
+    from garasam.outputs import claim_output
 
     plan = PLANS["quick" if args.quick else "demo"]
     if args.max_steps is not None:
@@ -67,17 +68,18 @@ def run(args: argparse.Namespace) -> int:
         test_data = {"seen": args.test_data}
         if args.zero_shot_data is not None:
             test_data["zero_shot"] = args.zero_shot_data
-    summary = run_miniature(
-        args.out,
-        plan,
-        model_type=args.model_type,
-        checkpoint=args.checkpoint,
-        data=args.data,
-        test_data=test_data,
-        device=args.device,
-        examples=4,
-    )
-    atomic_write_text(args.out / "demo.md", summary["markdown"])
+    with claim_output(args.out, "demo"):
+        summary = run_miniature(
+            args.out,
+            plan,
+            model_type=args.model_type,
+            checkpoint=args.checkpoint,
+            data=args.data,
+            test_data=test_data,
+            device=args.device,
+            examples=4,
+        )
+        atomic_write_text(args.out / "demo.md", summary["markdown"])
     print(summary["markdown"])
     print(
         f"wall time {summary['wall_time_s']:.0f} s; reports in {args.out / 'eval'}, tables in {args.out / 'demo.md'}"

@@ -207,6 +207,20 @@ def warn_training_overlap(
 
 
 def run(args: argparse.Namespace) -> int:
+    from garasam.outputs import claim_output
+    from garasam.runtime import join_process_group, leave_process_group
+
+    ctx = join_process_group(args.device)
+    try:
+        # checked and locked before hours of work: an unwritable --out would lose every result
+        with claim_output(args.out, "eval", writer=ctx.rank == 0):
+            _evaluate(args, str(ctx.device), ctx.rank)
+    finally:
+        leave_process_group(ctx)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, device: str, rank: int) -> None:
     import torch
 
     from garasam.assembly import build_models
@@ -214,66 +228,57 @@ def run(args: argparse.Namespace) -> int:
     from garasam.eval.conditions import plan_conditions
     from garasam.eval.protocol import evaluate
     from garasam.eval.report import headline_table, write_report
-    from garasam.runtime import join_process_group, leave_process_group
 
-    ctx = join_process_group(args.device)
-    device, rank = str(ctx.device), ctx.rank
-    try:
-        severities, only = args.severities, args.only
-        conditions = plan_conditions(args.suite, severities, only)
-        example_names = args.example_degradations
-        example_conditions = None
-        if example_names is not None:
-            unknown = sorted(set(example_names) - {c.degradation for c in conditions[1:]})
-            if unknown:
-                raise ConfigError(f"--example-degradations: {unknown} are not evaluated in this run")
-            example_conditions = [
-                max(c for c in conditions if c.degradation == name) for name in example_names
-            ]
-        specs = parse_model_specs(model_specs(args.model, args.adapters))
-        torch.manual_seed(args.seed)  # a SAM without weights (tiny before pretraining) is drawn from it
-        models, info = build_models(
-            specs, args.model_type, args.checkpoint, device, random_weights=args.random_weights
+    severities, only = args.severities, args.only
+    conditions = plan_conditions(args.suite, severities, only)
+    example_names = args.example_degradations
+    example_conditions = None
+    if example_names is not None:
+        unknown = sorted(set(example_names) - {c.degradation for c in conditions[1:]})
+        if unknown:
+            raise ConfigError(f"--example-degradations: {unknown} are not evaluated in this run")
+        example_conditions = [max(c for c in conditions if c.degradation == name) for name in example_names]
+    specs = parse_model_specs(model_specs(args.model, args.adapters))
+    torch.manual_seed(args.seed)  # a SAM without weights (tiny before pretraining) is drawn from it
+    models, info = build_models(
+        specs, args.model_type, args.checkpoint, device, random_weights=args.random_weights
+    )
+    dataset = open_dataset(
+        args.data, objects=args.objects, max_objects=args.max_objects, min_area=args.min_area
+    )
+    warn_training_overlap(specs, info, dataset, args.max_images)
+    workers = (
+        args.workers
+        if args.workers is not None
+        else (min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0)
+    )
+    results = evaluate(
+        models,
+        dataset,
+        args.suite,
+        args.prompts,
+        severities,
+        degradations=only,
+        source=args.source,
+        seed=args.seed,
+        max_images=args.max_images,
+        device=device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        workers=workers,
+        examples=args.examples,
+        example_conditions=example_conditions,
+        model_info=info,
+        dataset_name=args.data,
+    )
+    if rank == 0:
+        results.config["paper"] = args.paper
+        written = write_report(results, args.out)
+        print("\n".join(headline_table(results)))
+        print(
+            f"{results.num_images} images x {len(results.conditions)} conditions x {len(models)} models "
+            f"in {results.wall_time_s:.1f} s; wrote {len(written)} files to {args.out}"
         )
-        dataset = open_dataset(
-            args.data, objects=args.objects, max_objects=args.max_objects, min_area=args.min_area
-        )
-        warn_training_overlap(specs, info, dataset, args.max_images)
-        workers = (
-            args.workers
-            if args.workers is not None
-            else (min(4, os.cpu_count() or 1) if device.startswith("cuda") else 0)
-        )
-        results = evaluate(
-            models,
-            dataset,
-            args.suite,
-            args.prompts,
-            severities,
-            degradations=only,
-            source=args.source,
-            seed=args.seed,
-            max_images=args.max_images,
-            device=device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            workers=workers,
-            examples=args.examples,
-            example_conditions=example_conditions,
-            model_info=info,
-            dataset_name=args.data,
-        )
-        if rank == 0:
-            results.config["paper"] = args.paper
-            written = write_report(results, args.out)
-            print("\n".join(headline_table(results)))
-            print(
-                f"{results.num_images} images x {len(results.conditions)} conditions x {len(models)} models "
-                f"in {results.wall_time_s:.1f} s; wrote {len(written)} files to {args.out}"
-            )
-            summary = getattr(dataset, "problem_summary", None)
-            if results.problems and summary is not None:
-                print(summary(), file=sys.stderr)
-    finally:
-        leave_process_group(ctx)
-    return 0
+        summary = getattr(dataset, "problem_summary", None)
+        if results.problems and summary is not None:
+            print(summary(), file=sys.stderr)

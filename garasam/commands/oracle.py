@@ -13,6 +13,7 @@ from garasam.eval.oracle import (
     oracle_summary,
 )
 from garasam.io import atomic_write_text
+from garasam.outputs import claim_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     summary = oracle_summary(load_scores(args.objects), args.models)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "oracle.json", json.dumps(summary, indent=2) + "\n")
     markdown = oracle_markdown(summary)
-    atomic_write_text(args.out / "oracle.md", markdown)
+    with claim_output(args.out, "oracle"):
+        atomic_write_text(args.out / "oracle.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(args.out / "oracle.md", markdown)
     print(markdown)
     print(f"written: {args.out / 'oracle.md'}, {args.out / 'oracle.json'}")
     return 0

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -31,12 +32,12 @@ from garasam.data.images import IMAGE_SUFFIXES, load_image
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
 from garasam.models.registry import MODEL_TYPES, encoder_of, model_type_of_config
+from garasam.outputs import claim_output
 from garasam.predict.automatic import AutomaticMaskGenerator, check_auto_size
 from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import from_pretrained, gate_table
 from garasam.predict.prompts import UserPrompt, candidates, segment
-from garasam.runtime import resolve_device
 
 # 128 x 128 = 16384 prompts per crop, 16 times the default grid; 1000 was a million prompts on one
 # image, minutes of silent work at 1.7 GB
@@ -130,17 +131,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    images = expand_inputs(args.images)
+    images = expand_inputs(args.images, outputs_in=args.out)
     prompts = _prompts(args)
     for path in images:
         _check_image(path, prompts, args.auto)
-    if args.out.exists() and not args.out.is_dir():
-        raise DataError(f"{args.out}: exists and is not a folder")
+    with claim_output(args.out, "predict"):
+        return _predict(args, images, prompts)
+
+
+def _predict(args: argparse.Namespace, images: list[Path], prompts: list[UserPrompt]) -> int:
+    """Segment every image into `args.out`, then write the run's COCO index of them all."""
     predictor = from_pretrained(
         args.adapters,
         args.checkpoint,
         args.model_type,
-        resolve_device(args.device),
+        args.device,
         random_weights=args.random_weights,
     )
     model_type = model_type_of_config(predictor.model.config)
@@ -167,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         "adapters": None if args.adapters is None else str(args.adapters),
         "random_weights": predictor.model.garasam_checkpoint is None,
     }
+    # the last run's index goes before the first new mask: an interrupted run must not leave it
+    for stale in (COMBINED_IMAGES, COMBINED_RESULTS):
+        (args.out / stale).unlink(missing_ok=True)
     total = 0
     coco_images: list[dict[str, Any]] = []
     coco_results: list[dict[str, Any]] = []
@@ -232,18 +240,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def expand_inputs(items: Sequence[str]) -> list[Path]:
+def expand_inputs(items: Sequence[str], outputs_in: Path | None = None) -> list[Path]:
     """Files as given, folders' images (sorted, not recursive) and glob matches, each image once
-    however many links lead to it (a symlink loop under `**` repeats one file many times)."""
+    however many links lead to it (a symlink loop under `**` repeats one file many times).
+
+    Masks and overlays a run wrote into `outputs_in` are not inputs (`predict photos/ --out photos/`
+    run twice would otherwise segment its own outputs); a file named on its own always is."""
     found: dict[str, Path] = {}
     for item in items:
         path = Path(item)
         if glob.has_magic(item):
             matches = _images(Path(m) for m in sorted(glob.glob(item, recursive=True)))
+            matches = [m for m in matches if not _is_output(m, outputs_in)]
             if not matches:
                 raise DataError(f"{item}: no image files match this pattern")
         elif path.is_dir():
-            matches = _images(sorted(path.iterdir()))
+            matches = [m for m in _images(sorted(path.iterdir())) if not _is_output(m, outputs_in)]
             if not matches:
                 raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
@@ -255,6 +267,18 @@ def expand_inputs(items: Sequence[str]) -> list[Path]:
         for match in matches:
             found.setdefault(os.path.realpath(match), match)
     return list(found.values())
+
+
+_OUTPUT_IMAGE = re.compile(r".+_(mask\d+|overlay)\.png")
+
+
+def _is_output(path: Path, out: Path | None) -> bool:
+    """Whether `path` is a mask or overlay that a run wrote into `out`."""
+    return (
+        out is not None
+        and _OUTPUT_IMAGE.fullmatch(path.name) is not None
+        and os.path.realpath(path.parent) == os.path.realpath(out)
+    )
 
 
 def _images(candidates: Iterable[Path]) -> list[Path]:
@@ -338,6 +362,9 @@ def _write_outputs(
 ) -> None:
     """Mask PNGs (0/255), an overlay PNG and the JSON (COCO RLE, scores, prompts, gate statistics)."""
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{glob.escape(name)}_mask*.png"):  # a last run's masks of this image
+        if re.fullmatch(rf"{re.escape(name)}_mask\d+\.png", stale.name):
+            stale.unlink()
     for index, (mask, entry) in enumerate(zip(masks, entries, strict=True), start=1):
         file_name = f"{name}_mask{index}.png"
         atomic_write_bytes(out / file_name, _png(mask.astype(np.uint8) * 255))

@@ -18,6 +18,7 @@ from garasam.data.prepare.convert import Job, convert, init_worker, work_on
 from garasam.data.prepare.datasets import DATASETS
 from garasam.errors import DataError
 from garasam.io import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
+from garasam.outputs import claim_output
 
 MANIFEST = "prepare.json"
 MAX_LISTED = 100  # skipped items listed in the manifest; the count covers all
@@ -52,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
         print(_instructions(args.dataset), file=sys.stderr)
         print("garasam prepare: error: --src and --out are required", file=sys.stderr)
         return 2
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output(args.out, "prepare"):
+        return _prepare(args, args.out)
+
+
+def _prepare(args: argparse.Namespace, out: Path) -> int:
     remove_stale_temp_files(out)
     splits = [s.strip() for s in args.split.split(",") if s.strip()] if args.split else None
     tree = SourceTree(list(args.src), out / ".sources")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from garasam.argtypes import non_negative_int, output_file, positive_float, positive_int, training_device
+from garasam.outputs import claim_output
 from garasam.train.pretrain_tiny import (
     PretrainConfig,
     pretrain_tiny,
@@ -60,21 +61,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    card = pretrain_tiny(
-        PretrainConfig(
-            out=args.out,
-            steps=args.max_steps,
-            time_budget=args.time_budget,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
-            workers=args.workers,
-            seed=args.seed,
-            eval_scenes=args.eval_scenes,
-            init=args.checkpoint,
-            warmup_steps=args.warmup_steps,
+    out = Path(args.out).absolute()
+    # the weights file's folder may hold other runs' files: the lock is this file's own
+    with claim_output(out.parent, "pretrain-tiny", lock_name=f".{out.name}.lock"):
+        card = pretrain_tiny(
+            PretrainConfig(
+                out=args.out,
+                steps=args.max_steps,
+                time_budget=args.time_budget,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                device=args.device,
+                workers=args.workers,
+                seed=args.seed,
+                eval_scenes=args.eval_scenes,
+                init=args.checkpoint,
+                warmup_steps=args.warmup_steps,
+            )
         )
-    )
     print(
         json.dumps(
             {k: card[k] for k in ("clear_iou_held_out_source", "training", "hardware")}, indent=2, default=str

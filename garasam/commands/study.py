@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from garasam.miniature.runner import run_miniature
+    from garasam.outputs import claim_output
 
     plan = PLANS["study"]
     if args.quick:
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         plan = replace(plan, seeds=tuple(args.seeds))
     if args.arms is not None:
         plan = replace(plan, arms=tuple(args.arms))
-    summary = run_miniature(args.out, plan, device=args.device)
-    atomic_write_text(args.out / "study.md", summary["markdown"])
+    with claim_output(args.out, "study"):
+        summary = run_miniature(args.out, plan, device=args.device)
+        atomic_write_text(args.out / "study.md", summary["markdown"])
     print(summary["markdown"])
     print(f"wall time {summary['wall_time_s']:.0f} s; tables in {args.out / 'study.md'}")
     return 0

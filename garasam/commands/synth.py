@@ -9,6 +9,7 @@ import argparse
 
 from garasam.argtypes import int_at_least, non_negative_int, output_dir, positive_int
 from garasam.data.synthetic import FAMILIES, SPLITS, write_scenes
+from garasam.outputs import claim_output
 
 MAX_SCENE_SIDE = 4096  # a 100000 px scene ended in an OpenCV out-of-memory traceback
 
@@ -43,14 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stats = write_scenes(
-        args.out,
-        num=args.num,
-        seed=args.seed,
-        size=(args.size, args.size),
-        family=args.family,
-        split=args.split,
-    )
+    with claim_output(args.out, "synth"):
+        stats = write_scenes(
+            args.out,
+            num=args.num,
+            seed=args.seed,
+            size=(args.size, args.size),
+            family=args.family,
+            split=args.split,
+        )
     print(
         f"synth: {stats.written} scene(s) written, {stats.skipped} already present, "
         f"in {args.out} (robustseg:{args.out})"

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,17 @@ def summary_markdown(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What write_report writes: a last run's files of these names are replaced or removed, never kept.
+_REPORT_FILES = re.compile(
+    r"results\.json|results\.csv|objects\.csv|summary\.md|iou_per_degradation\.png|"
+    r"iou_delta_per_degradation\.png|iou_vs_severity(_per_degradation)?\.png|gates_.+\.png|qualitative_.+\.png"
+)
+
+
+def _previous_report(out: Path) -> list[Path]:
+    return [path for path in out.iterdir() if path.is_file() and _REPORT_FILES.fullmatch(path.name)]
+
+
 def write_report(results: Results, out: str | os.PathLike) -> list[Path]:
     """Write results.json, results.csv, summary.md, the plots and the qualitative sheets into `out`."""
     from garasam.eval.plots import write_plots
@@ -309,6 +321,8 @@ def write_report(results: Results, out: str | os.PathLike) -> list[Path]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in _previous_report(out):  # a last run's plot this run does not draw must not stay
+        stale.unlink()
     text = json.dumps(results_dict(results), indent=2, allow_nan=False)
     atomic_write_text(out / "results.json", text + "\n")
     atomic_write_text(out / "results.csv", results_csv(results))

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
 from garasam.errors import CheckpointError, ConfigError
-from garasam.io import atomic_path, file_sha256
+from garasam.io import file_sha256, save_safetensors
 from garasam.models.registry import (
     CONFIG_CLASSES,
     FAMILIES,
@@ -227,8 +227,7 @@ def save_sam(model: PreTrainedModel, path: str | os.PathLike) -> None:
             tensor = tensor.clone()
         storages.add(tensor.untyped_storage().data_ptr())
         tensors[key] = tensor
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "garasam_model_type": model_type})
+    save_safetensors(tensors, path, {"format": "pt", "garasam_model_type": model_type})
 
 
 def identify_checkpoint(path: str | os.PathLike) -> dict[str, object]:

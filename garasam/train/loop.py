@@ -30,6 +30,7 @@ from garasam.data.provenance import write_training_data
 from garasam.data.transforms import SamTransform
 from garasam.errors import ConfigError, GarasamError
 from garasam.models.features import input_geometry
+from garasam.outputs import claim_output
 from garasam.runtime import (
     DistContext,
     StopRequest,
@@ -523,10 +524,20 @@ def train(config: TrainConfig) -> TrainResult:
     """Train adapters as `config` says; under torchrun, every process calls this."""
     ctx = join_process_group(config.run.device)
     try:
-        with _deterministic(config.run.deterministic):
+        with _claim(config, ctx), _deterministic(config.run.deterministic):
             return Trainer(config, ctx).run()
     finally:
         leave_process_group(ctx)
+
+
+def _claim(config: TrainConfig, ctx: DistContext) -> contextlib.AbstractContextManager:
+    """The run folder, checked writable and locked (a requeued job while the old one is alive would
+    interleave the log and overwrite checkpoints); only the main process writes it."""
+    if config.output_dir is None or (
+        Path(config.output_dir).exists() and not Path(config.output_dir).is_dir()
+    ):
+        return contextlib.nullcontext()  # the Trainer refuses it with the config's words
+    return claim_output(config.output_dir, "train", writer=ctx.is_main)
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from garasam.io import disk_refusal
+
 LOG_NAME = "log.jsonl"
 TB_DIR = "tb"
 
@@ -58,8 +60,11 @@ class Monitor:
             "time": round(time.time(), 3),
             **{k: _jsonable(v) for k, v in fields.items()},
         }
-        self._log.write(json.dumps(record) + "\n")
-        self._log.flush()
+        try:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()
+        except OSError as err:
+            raise disk_refusal(self._log.name, err) or err from None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self._tb is None:

@@ -163,3 +163,29 @@ def test_corrupt_survives_kill_9(tmp_path: Path) -> None:
     assert all(files[path] == mtime for path, mtime in finished.items())  # finished files not rewritten
     for name in ["clean", *(d.name for d in get_suite("robustseg"))]:
         assert len(list(RobustSegReader(out, degradation=name))) == 30
+
+
+def test_a_full_disk_is_named_and_a_rerun_finishes(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Issue 29, item 5: NumPy's "393216 requested and 139136 written" came out as a traceback."""
+    from tests.test_io import full_disk
+
+    write_scenes(tmp_path / "src", num=2, seed=0, size=(40, 48))
+    out = tmp_path / "out"
+    args = ["corrupt", "--data", f"robustseg:{tmp_path / 'src'}", "--out", str(out), "--workers", "1"]
+    real_save = np.save
+
+    def short_write(handle, array, **kwargs):  # NumPy's own words when the disk fills mid-array
+        full_disk(monkeypatch)
+        raise OSError("393216 requested and 139136 written")
+
+    monkeypatch.setattr(np, "save", short_write)
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"garasam corrupt: error: cannot write {out / 'masks'}" in error
+        and "No space left on device" in error
+    )
+    monkeypatch.undo()
+    assert np.save is real_save
+    assert main(args) == 0
+    assert len([p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]) == 2 * 18

@@ -363,3 +363,23 @@ def test_an_unknown_split_names_the_ones_there(tmp_path: Path, capsys) -> None:
         _prepare("thinobject5k", "--src", str(archive), "--out", str(tmp_path / "out"), "--split", "val") == 2
     )
     assert "no split val in the sources; they hold test" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_unpacking_is_not_a_damaged_archive(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Issue 29, item 5: a full disk during a .tar was reported as a "damaged tar archive"."""
+    import errno
+
+    archive = tmp_path / "ThinObject5K.tar"
+    with tarfile.open(archive, "w") as handle:
+        info = tarfile.TarInfo("ThinObject5K/images/obj0.jpg")
+        data = _jpeg(0)
+        info.size = len(data)
+        handle.addfile(info, io.BytesIO(data))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile, "copyfileobj", full)
+    assert _prepare("thinobject5k", "--src", str(archive), "--out", str(tmp_path / "out")) == 2
+    error = capsys.readouterr().err
+    assert "No space left on device" in error and "damaged" not in error

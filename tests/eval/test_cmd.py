@@ -220,3 +220,54 @@ def test_adapters_flag_is_short_for_a_frozen_and_an_adapted_model() -> None:
     assert model_specs(["base=none"], [Path("x/lora16")]) == ["base=none", "lora16=x/lora16"]
     with pytest.raises(ConfigError, match="used twice"):
         parse_model_specs(model_specs(None, [Path("a/gara/adapters"), Path("b/gara/adapters")]))
+
+
+# -- the output folder (issue 29, items 2, 5 and 8) ----------------------------------------------------
+def _eval_scenes(dataset: Path, out: Path, *extra: str, only: str = "gauss_noise") -> int:
+    args = ["eval", "--data", f"robustseg:{dataset}", "--only", only, "--model", "frozen=none"]
+    return cli.main([*args, "--out", str(out), "--device", "cpu", *extra])
+
+
+@pytest.mark.parametrize("disk", ["file_in_place", "full"])
+def test_an_unwritable_out_is_refused_before_any_work(disk, dataset, tmp_path, monkeypatch, capsys) -> None:
+    """An unwritable --out was found at results.json, after the whole evaluation."""
+    from tests.test_io import full_disk
+
+    monkeypatch.setattr("garasam.eval.protocol.evaluate", lambda *a, **k: pytest.fail("the work started"))
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "out"
+    if disk == "full":
+        full_disk(monkeypatch)
+        out = tmp_path / "out"
+    assert _eval_scenes(dataset, out) == 2
+    error = capsys.readouterr().err
+    assert f"cannot write in {out}: " in error
+    assert ("free on its disk" if disk == "full" else f"{tmp_path / 'file'} is a file, not a folder") in error
+
+
+def test_a_full_disk_at_the_plots_is_named_and_keeps_the_results(
+    dataset, tmp_path, monkeypatch, capsys
+) -> None:
+    from tests.test_io import fsync_fails
+
+    out = tmp_path / "out"
+    real_fsync = __import__("os").fsync
+    fsync_fails(monkeypatch, out / ".iou_per_degradation.png.")  # its temp file
+    assert _eval_scenes(dataset, out) == 2
+    assert (
+        f"cannot write {out / 'iou_per_degradation.png'}: No space left on device" in capsys.readouterr().err
+    )
+    assert json.loads((out / "results.json").read_text())["num_images"] == 2  # written before, intact
+    monkeypatch.setattr("os.fsync", real_fsync)
+    assert _eval_scenes(dataset, out) == 0 and (out / "iou_per_degradation.png").is_file()
+
+
+def test_a_last_runs_plots_and_sheets_do_not_stay(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    two = ("--suite", "imagenet-c", "--severities", "1,3", "--examples", "1")
+    assert _eval_scenes(dataset, out, *two, only="brightness") == 0
+    assert (out / "iou_vs_severity.png").is_file() and (out / "qualitative_box.png").is_file()
+    (out / "notes.txt").write_text("the user's")
+    assert _eval_scenes(dataset, out, "--examples", "0") == 0  # one severity, no examples
+    assert not (out / "iou_vs_severity.png").exists() and not (out / "qualitative_box.png").exists()
+    assert (out / "notes.txt").is_file() and (out / "iou_per_degradation.png").is_file()

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,3 +273,41 @@ def test_a_symlink_loop_yields_each_image_once_and_a_dangling_link_is_named(tmp_
     for item in (f"{folder}/**/*.jpg", str(folder), str(folder / "gone.jpg")):
         with pytest.raises(DataError, match="gone.jpg: a broken symbolic link"):
             expand_inputs([item])
+
+
+# -- the output folder (issue 29, items 2 and 8) -------------------------------------------------------
+def test_an_unwritable_out_is_refused_before_the_first_image(images, tmp_path, monkeypatch, capsys) -> None:
+    """predict failed after its first image; now the folder is checked before the model loads."""
+    monkeypatch.setattr("garasam.commands.predict.from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "masks"
+    assert main(["predict", str(images), "--box", "30,20,100,70", "--out", str(out)]) == 2
+    assert f"cannot write in {out}: {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_run_into_its_own_input_folder_does_not_segment_its_outputs(images, tmp_path) -> None:
+    args = ["predict", str(images), "--box", "30,20,100,70", "--out", str(images)]
+    assert main(args) == 0 and main(args) == 0
+    index = json.loads((images / "images.json").read_text())
+    assert sorted(Path(i["file_name"]).name for i in index["images"]) == ["flipped.jpg", "scene.png"]
+    assert not list(images.glob("*_overlay_overlay.png")) and not list(images.glob("*_mask1_mask1.png"))
+
+
+def test_a_rerun_leaves_no_file_of_the_last_run_that_it_does_not_describe(
+    images, tmp_path, monkeypatch
+) -> None:
+    out = tmp_path / "out"
+    two_boxes = ["--box", "30,20,100,70", "--box", "0,0,50,40"]
+    assert main(["predict", str(images / "scene.png"), *two_boxes, "--out", str(out)]) == 0
+    assert (out / "scene_mask2.png").is_file() and (out / "results.json").is_file()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("garasam.commands.predict._write_outputs", interrupted)
+    assert main(["predict", str(images / "scene.png"), "--box", "30,20,100,70", "--out", str(out)]) == 130
+    assert not (out / "results.json").exists() and not (out / "images.json").exists()  # not the last run's
+    monkeypatch.undo()
+    assert main(["predict", str(images / "scene.png"), "--box", "30,20,100,70", "--out", str(out)]) == 0
+    assert not (out / "scene_mask2.png").exists()  # one box now: the last run's second mask is gone
+    assert [m["file"] for m in json.loads((out / "scene.json").read_text())["masks"]] == ["scene_mask1.png"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from garasam.errors import DataError
-from garasam.io import file_sha256
+from garasam.io import disk_refusal, file_sha256
 
 UNPACKED = ".unpacked"
 
@@ -128,6 +128,9 @@ def _unpack_tar(archive: Path, staging: Path) -> Path:
         with tarfile.open(archive) as handle:
             handle.extractall(target, filter="data")  # no absolute paths, links out or devices
     except (tarfile.TarError, OSError, EOFError) as err:
+        refusal = disk_refusal(target, err)  # a full disk is not a damaged archive
+        if refusal is not None:
+            raise refusal from None
         raise DataError(f"{archive}: damaged tar archive ({err})") from None
     marker.write_text(str(archive.stat().st_size))
     return target
