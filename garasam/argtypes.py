@@ -42,6 +42,13 @@ def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], in
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+# Seeds reach NumPy's and torch's generators, which take at most 32 / 64 bits: 10**20 ended in
+# torch's "Overflow when unpacking long long".
+MAX_SEED = 2**32 - 1
+seed = int_at_least(0, MAX_SEED)
+# Worker processes: more than this only exhausts the process table (each one imports torch).
+MAX_WORKERS = 256
+worker_count = int_at_least(0, MAX_WORKERS)
 
 
 def positive_float(text: str) -> float:
@@ -130,7 +137,8 @@ class ListAction(argparse.Action):
             try:
                 items.append(self.item_type(part))
             except (ValueError, argparse.ArgumentTypeError) as err:
-                kind = "integers" if self.item_type is int else "items"
+                integers = self.item_type is int or self.item_type.__name__.startswith("integer")
+                kind = "integers" if integers else "items"
                 raise argparse.ArgumentError(
                     self, f"expected comma-separated {kind}, got {values!r} ({err})"
                 ) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from garasam import argtypes
+from garasam.argtypes import ListAction
 from garasam.cli import COMMANDS, _join_negative_values, main
 
 
@@ -354,3 +355,44 @@ def test_output_to_a_closed_pipe_ends_quietly(monkeypatch, capsys) -> None:
     assert main(["corrupt", "--list"]) == 128 + signal.SIGPIPE
     assert main(["--help"]) == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_every_seed_and_worker_count_is_bounded() -> None:
+    """Issue 29, item 9: `eval --seed 99999999999999999999` ended in torch's "Overflow when unpacking
+    long long"; `--workers 100000` would start 100,000 processes."""
+    actions = []
+    for name, (module, _) in COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module).add_arguments(parser)
+        actions += [(name, a) for a in parser._actions if a.option_strings]
+    seeds = [(n, a) for n, a in actions if "seed" in a.dest]
+    workers = [(n, a) for n, a in actions if a.dest == "workers"]
+    assert {n for n, _ in seeds} >= {"corrupt", "eval", "synth", "pretrain-tiny", "study"}
+    assert {n for n, _ in workers} >= {"corrupt", "eval", "prepare", "pretrain-tiny"}
+    for name, action in seeds + workers:
+        parse = action.item_type if isinstance(action, ListAction) else action.type
+        too_big = "4294967296" if "seed" in action.dest else "257"
+        with pytest.raises(argparse.ArgumentTypeError, match="must be at most"):
+            parse(too_big)
+        assert parse(too_big[:-1] if "seed" in action.dest else "8") >= 0, name
+
+
+def test_a_huge_seed_is_an_error_not_a_traceback(tmp_path, capsys) -> None:
+    argv = ["eval", "--data", f"robustseg:{tmp_path}", "--out", str(tmp_path / "o"), "--seed", "1" + "0" * 20]
+    assert main(argv) == 2
+    assert "--seed: must be at most 4294967295" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pretrain-tiny", "--batch-size", "100000"], "must be at most 512"),
+        (["pretrain-tiny", "--eval-scenes", "10000000"], "must be at most 10000"),
+        (["serve", "--max-sessions", "0"], "must be at least 1"),
+        (["serve", "--session-ttl", "nan"], "not a finite number"),
+        (["serve", "--file-ttl", "-5"], "must be positive"),
+    ],
+)
+def test_more_counts_and_durations_are_bounded(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

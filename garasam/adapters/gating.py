@@ -12,6 +12,7 @@ from torch import nn
 
 from garasam.adapters.inspect import adapter_layers
 from garasam.adapters.layers import GateState
+from garasam.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -84,11 +85,13 @@ def gate_summary(model: nn.Module, batch_size: int) -> list[GateSummary]:
 
 def summarize_gates(states: Mapping[str, GateState], batch_size: int) -> list[GateSummary]:
     """`gate_summary` of recorded gate states (`garasam.assembly.encoding` keeps them per encode)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive number of images, got {batch_size!r}")
     summaries = []
     for name, state in states.items():
         rows = state.segment.numel()
         if rows % batch_size:
-            raise ValueError(f"{name}: {rows} gate rows do not split into {batch_size} images")
+            raise ConfigError(f"{name}: {rows} gate rows do not split into {batch_size} images")
         per_image = rows // batch_size
         summaries.append(
             GateSummary(

@@ -83,6 +83,8 @@ class ParameterReport:
 
 def trainable_parameters(model: nn.Module) -> ParameterReport:
     """Count trainable and total parameters, and split adapter parameters into A/B and gate MLPs."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"expected a model (torch.nn.Module), got {type(model).__name__}")
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     low_rank = gates = 0

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from garasam.argtypes import non_negative_int, output_dir
+from garasam.argtypes import MAX_WORKERS, int_at_least, output_dir, seed
 from garasam.commands.options import add_degradation_flags
 from garasam.data.corrupt import (
     MANIFEST,
@@ -47,13 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=non_negative_int,
+        type=int_at_least(1, MAX_WORKERS),
         default=min(4, os.cpu_count() or 1),
         help="worker processes (default min(4, CPUs))",
     )
-    parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="base seed of every degradation (default 0)"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="base seed of every degradation (default 0)")
     parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad image instead of skipping it"
     )
@@ -96,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         return _list_suites()
     if not args.data or args.out is None:
         raise ConfigError("--data and --out are required (or use --list)")
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     with claim_output(args.out, "corrupt"):
         return _corrupt(args)
 

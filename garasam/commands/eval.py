@@ -25,7 +25,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from garasam.argtypes import ListAction, device, non_negative_int, output_dir, positive_int
+from garasam.argtypes import (
+    ListAction,
+    device,
+    non_negative_int,
+    output_dir,
+    positive_int,
+    seed,
+    worker_count,
+)
 from garasam.assembly.spec import ModelSpec
 from garasam.commands.options import add_degradation_flags
 from garasam.errors import ConfigError
@@ -92,9 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "dataset's degradation folders (robustseg layout, see `garasam corrupt`)",
     )
     parser.add_argument("--max-images", type=positive_int, help="evaluate only the first N images")
-    parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="base seed of the degradations (default 0)"
-    )
+    parser.add_argument("--seed", type=seed, default=0, help="base seed of the degradations (default 0)")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--precision",
@@ -107,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=non_negative_int,
+        type=worker_count,
         help="data-loading and degradation processes (default: min(4, CPUs) on GPU, 0 on CPU)",
     )
     parser.add_argument("--objects", default="all", choices=("all", "largest"), help="objects per image")

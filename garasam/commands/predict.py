@@ -33,15 +33,11 @@ from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
 from garasam.models.registry import MODEL_TYPES, encoder_of, model_type_of_config
 from garasam.outputs import claim_output
-from garasam.predict.automatic import AutomaticMaskGenerator, check_auto_size
+from garasam.predict.automatic import MAX_POINTS_PER_SIDE, AutomaticMaskGenerator, check_auto_size
 from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
 from garasam.predict.predictor import from_pretrained, gate_table
 from garasam.predict.prompts import UserPrompt, candidates, segment
-
-# 128 x 128 = 16384 prompts per crop, 16 times the default grid; 1000 was a million prompts on one
-# image, minutes of silent work at 1.7 GB
-MAX_POINTS_PER_SIDE = 128
 
 
 def _numbers(text: str, counts: tuple[int, ...], what: str) -> list[float]:

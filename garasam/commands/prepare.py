@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from garasam.argtypes import non_negative_int, output_dir
+from garasam.argtypes import output_dir, worker_count
 from garasam.data.prepare.archives import SourceTree, describe_sources
 from garasam.data.prepare.convert import Job, convert, init_worker, work_on
 from garasam.data.prepare.datasets import DATASETS
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=output_dir, help="output folder")
     parser.add_argument("--split", help="comma-separated splits to prepare (default: every split found)")
     parser.add_argument(
-        "--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1), help="worker processes"
+        "--workers", type=worker_count, default=min(4, os.cpu_count() or 1), help="worker processes"
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first damaged member")
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from garasam.argtypes import device, port
+from garasam.argtypes import device, int_at_least, port, positive_float
+from garasam.errors import ConfigError
 from garasam.models import MODEL_TYPES
-from garasam.runtime import resolve_device
+from garasam.predict.web import MAX_UPLOAD_BYTES, ServerLimits, Sweeper, WebApp, build_page
 
-if TYPE_CHECKING:
-    pass
-from garasam.predict.web import (
-    MAX_UPLOAD_BYTES,
-    WebApp,
-    build_page,
-)
+DEFAULTS = ServerLimits()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,19 +36,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
     )
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    limits = parser.add_argument_group("bounds of a long-running server")
+    limits.add_argument(
+        "--max-sessions",
+        type=int_at_least(1, 100_000),
+        default=DEFAULTS.max_sessions,
+        help="browser sessions kept in memory; the least recently used goes first",
+    )
+    limits.add_argument(
+        "--session-ttl",
+        type=positive_float,
+        default=DEFAULTS.session_ttl_s,
+        help="seconds a session's image is kept after its last use",
+    )
+    limits.add_argument(
+        "--file-ttl",
+        type=positive_float,
+        default=DEFAULTS.file_ttl_s,
+        help="seconds uploads and the answers' images stay in the server's temp folder",
+    )
+
+
+def check_address(host: str, port_number: int) -> None:
+    """Bind the address once before the model loads: a busy port or an unknown host is one line,
+    not a URL printed as if serving followed by a traceback."""
+    try:
+        infos = socket.getaddrinfo(host, port_number, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ConfigError(f"--host {host}: not an address of this machine ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise ConfigError(f"cannot serve on {host}:{port_number}: {err.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    app = WebApp.create(
-        args.checkpoint, args.adapters, args.model_type, resolve_device(args.device), args.random_weights
-    )
-    page = build_page(app)
-    print(f"garasam serve: http://{args.host}:{args.port}", flush=True)
-    page.queue(default_concurrency_limit=1).launch(
-        server_name=args.host,
-        server_port=args.port,
-        max_file_size=MAX_UPLOAD_BYTES,
-        show_error=True,
-        quiet=True,
-    )
+    check_address(args.host, args.port)
+    limits = ServerLimits(args.max_sessions, args.session_ttl, args.file_ttl)
+    app = WebApp.create(args.checkpoint, args.adapters, args.model_type, args.device, args.random_weights)
+    # the server's uploads and answers live in a folder of its own, swept while it runs and removed
+    # when it stops (Gradio's default is one shared folder that only grows)
+    temp = tempfile.mkdtemp(prefix="garasam-serve-", dir=os.environ.get("GRADIO_TEMP_DIR") or None)
+    os.environ["GRADIO_TEMP_DIR"] = temp
+    sweeper = Sweeper(temp, limits)
+    sweeper.start()
+    try:
+        page = build_page(app, limits)
+        try:
+            page.queue(default_concurrency_limit=1).launch(
+                server_name=args.host,
+                server_port=args.port,
+                max_file_size=MAX_UPLOAD_BYTES,
+                show_error=True,
+                quiet=True,
+                state_session_capacity=limits.max_sessions,
+                prevent_thread_lock=True,
+            )
+        except OSError as err:  # the port was taken while the model loaded
+            raise ConfigError(f"cannot serve on {args.host}:{args.port}: {err}") from None
+        print(f"garasam serve: http://{args.host}:{args.port}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            page.block_thread()
+    finally:
+        sweeper.stopped.set()
+        shutil.rmtree(temp, ignore_errors=True)
     return 0

@@ -11,8 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from garasam.argtypes import ListAction, output_dir, training_device
-from garasam.errors import ConfigError
+from garasam.argtypes import ListAction, output_dir, seed, training_device
 from garasam.io import atomic_write_text
 from garasam.miniature.plan import ARMS, PLANS, STUDY_ARMS, VARIANT_OF
 
@@ -24,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seeds",
         action=ListAction,
-        type=int,
+        type=seed,
         default=None,
         help="comma-separated training seeds (default: the plan's, 0,1,2)",
     )
@@ -53,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
             **{k: getattr(quick, k) for k in ("train_scenes", "seen_scenes", "zero_shot_scenes", "steps")},
         )
     if args.seeds is not None:
-        if any(seed < 0 for seed in args.seeds):
-            raise ConfigError(f"--seeds {args.seeds}: seeds must be >= 0")
         plan = replace(plan, seeds=tuple(args.seeds))
     if args.arms is not None:
         plan = replace(plan, arms=tuple(args.arms))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from garasam.argtypes import int_at_least, non_negative_int, output_dir, positive_int
+from garasam.argtypes import int_at_least, output_dir, positive_int, seed
 from garasam.data.synthetic import FAMILIES, SPLITS, write_scenes
 from garasam.outputs import claim_output
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num", type=positive_int, required=True, help="number of scenes")
     parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="first scene seed; scenes are seed .. seed+num-1"
+        "--seed", type=seed, default=0, help="first scene seed; scenes are seed .. seed+num-1"
     )
     parser.add_argument(
         "--size",

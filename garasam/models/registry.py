@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig
 
+from garasam.errors import ConfigError
 from garasam.models.sam2 import SAM2_TYPES, HieraSpec, sam2_architecture, sam2_config
 
 
@@ -110,7 +111,7 @@ def sam_config(model_type: str) -> PretrainedConfig:
     """Return the transformers config for `model_type` (no weights are touched): a `SamConfig`, a
     `SamHQConfig` for HQ-SAM, a `SamConfig` marked as RobustSAM for RobustSAM, a `Sam2Config` for SAM 2.1."""
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown SAM model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
+        raise ConfigError(f"unknown SAM model type {model_type!r}; choose one of {sorted(MODEL_TYPES)}")
     family, encoder = family_of(model_type), encoder_of(model_type)
     if family == "sam2":
         return sam2_config(model_type)

@@ -15,12 +15,14 @@ official generator's arguments, and a model or a `GaraSamPredictor`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from garasam.adapters import GateSummary
 from garasam.errors import ConfigError, DataError
@@ -36,6 +38,10 @@ from garasam.predict.masks import (
 from garasam.predict.predictor import GaraSamPredictor
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
+# 128 x 128 = 16384 prompts per crop, 16 times SAM's default grid; 1000 was a million prompts on one
+# image, minutes of silent work at 1.7 GB
+MAX_POINTS_PER_SIDE = 128
+PROGRESS_ABOVE_BATCHES = 16  # SAM's default grid (32 x 32 points, 64 a batch) shows no bar
 MIN_SIDE = 2  # a one-pixel-wide image has no shape to find: refused rather than answered with nothing
 
 
@@ -115,8 +121,23 @@ class AutomaticMaskGenerator:
                 "points_per_batch and crop_n_points_downscale_factor must be positive, crop_n_layers and "
                 "min_mask_region_area non-negative"
             )
-        if points_per_side is not None and points_per_side < 1:
-            raise ConfigError(f"points_per_side must be positive, got {points_per_side}")
+        if points_per_side is not None and not 1 <= points_per_side <= MAX_POINTS_PER_SIDE:
+            raise ConfigError(
+                f"points_per_side must be from 1 to {MAX_POINTS_PER_SIDE}, got {points_per_side}"
+            )
+        for name, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("box_nms_thresh", box_nms_thresh),
+            ("crop_nms_thresh", crop_nms_thresh),
+            ("crop_overlap_ratio", crop_overlap_ratio),
+        ):
+            if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
+                raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
+        if not (isinstance(stability_score_offset, int | float) and math.isfinite(stability_score_offset)):
+            raise ConfigError(
+                f"stability_score_offset must be a finite number, got {stability_score_offset!r}"
+            )
         if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
             raise ConfigError(
                 f"output_mode must be 'binary_mask', 'uncompressed_rle' or 'coco_rle', got {output_mode!r}"
@@ -152,14 +173,19 @@ class AutomaticMaskGenerator:
         check_auto_size(image.shape[0], image.shape[1])
         height, width = image.shape[:2]
         boxes = crop_boxes(height, width, self.crop_n_layers, self.crop_overlap_ratio)
+        batches = sum(-(-len(self.grids[layer]) // self.points_per_batch) for _, layer in boxes)
+        # a dense grid is minutes of work on a CPU: a bar (on a terminal) once it is more than SAM's default
+        bar = tqdm(total=batches, desc="automatic masks", unit="batch", leave=False, disable=None)
+        bar.disable = bar.disable or batches <= PROGRESS_ABOVE_BATCHES
         parts = []
-        for (x0, y0, x1, y1), layer in boxes:
-            size = (y1 - y0, x1 - x0)
-            points = self.grids[layer] * np.array([size[1], size[0]])  # in the crop's pixels
-            resized = torch.as_tensor(
-                self.predictor.transform.apply_coords(points, size), dtype=torch.float32
-            )
-            parts.append(self._process_crop(image, torch.tensor([x0, y0, x1, y1]), resized))
+        with bar:
+            for (x0, y0, x1, y1), layer in boxes:
+                size = (y1 - y0, x1 - x0)
+                points = self.grids[layer] * np.array([size[1], size[0]])  # in the crop's pixels
+                resized = torch.as_tensor(
+                    self.predictor.transform.apply_coords(points, size), dtype=torch.float32
+                )
+                parts.append(self._process_crop(image, torch.tensor([x0, y0, x1, y1]), resized, bar))
         found = _Candidates.concat(parts)
         if len(boxes) > 1 and len(found.masks):
             # Duplicates across crops: prefer the mask from the smaller crop (it saw more detail).
@@ -174,7 +200,9 @@ class AutomaticMaskGenerator:
             found = self._remove_small_regions(found)
         return [self._record(found, i) for i in range(len(found.masks))]
 
-    def _process_crop(self, image: np.ndarray, crop_box: torch.Tensor, points: torch.Tensor) -> _Candidates:
+    def _process_crop(
+        self, image: np.ndarray, crop_box: torch.Tensor, points: torch.Tensor, bar: tqdm
+    ) -> _Candidates:
         """Prompt the grid on one crop; return its filtered masks, deduplicated, in the full frame."""
         x0, y0, x1, y1 = (int(v) for v in crop_box)
         height, width = image.shape[:2]
@@ -189,6 +217,7 @@ class AutomaticMaskGenerator:
         for start in range(0, len(points), self.points_per_batch):
             batch = points[start : start + self.points_per_batch]
             parts.append(self._process_batch(batch, batch * scale + offset, crop_box, (height, width)))
+            bar.update(1)
         found = _Candidates.concat(parts)
         keep = batched_nms(
             found.boxes, found.iou, torch.zeros(len(found.masks), dtype=torch.int64), self.box_nms_thresh

@@ -22,7 +22,7 @@ from transformers import SamModel
 from garasam.adapters import GateSummary
 from garasam.assembly import ModelSpec, build_model, encode
 from garasam.data.transforms import SamTransform
-from garasam.errors import DataError
+from garasam.errors import ConfigError, DataError
 from garasam.models.features import ImageFeatures, decode, input_geometry
 
 _BLOCK = re.compile(r"\.(?:layers|blocks)\.(\d+)\.")
@@ -32,6 +32,8 @@ class GaraSamPredictor:
     """Repeated, cheap mask prediction on one image: the encoder runs once per `set_image`."""
 
     def __init__(self, model: SamModel) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"expected a SAM model (build_sam, from_pretrained), got {type(model).__name__}")
         self.model = model.eval()
         self.transform = SamTransform(*input_geometry(model))
         self.mask_threshold = 0.0
@@ -56,7 +58,7 @@ class GaraSamPredictor:
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an H x W x 3 uint8 image (RGB, or BGR as OpenCV reads it) for later `predict` calls."""
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+            raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
             raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
@@ -74,9 +76,13 @@ class GaraSamPredictor:
             or transformed_image.shape[:2] != (1, 3)
             or (max(transformed_image.shape[-2:]) != size)
         ):
-            raise ValueError(
+            raise DataError(
                 f"set_torch_image expects [1, 3, h, w] with long side {size}, got {list(transformed_image.shape)}"
             )
+        if not torch.isfinite(transformed_image).all():
+            raise DataError("set_torch_image: the image holds non-finite values (NaN or inf)")
+        if len(original_image_size) != 2 or min(original_image_size) < 1:
+            raise DataError(f"original_image_size must be (H, W) in pixels, got {tuple(original_image_size)}")
         self.reset_image()
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
@@ -115,9 +121,9 @@ class GaraSamPredictor:
         coords = labels = boxes = masks = None
         if point_coords is not None:
             if point_labels is None:
-                raise ValueError("point_labels must be given with point_coords")
-            points = np.asarray(point_coords, dtype=np.float64)
-            point_labels = np.asarray(point_labels)
+                raise DataError("point_labels must be given with point_coords")
+            points = _finite(point_coords, "point_coords")
+            point_labels = _labels(point_labels)
             if points.ndim != 2 or points.shape[1] != 2 or point_labels.shape != (len(points),):
                 raise DataError(
                     f"expected point_coords [N, 2] and point_labels [N], got {points.shape} and {point_labels.shape}"
@@ -126,13 +132,23 @@ class GaraSamPredictor:
             coords = torch.as_tensor(points, dtype=torch.float32, device=self.device)[None]
             labels = torch.as_tensor(point_labels, dtype=torch.int64, device=self.device)[None]
         if box is not None:
-            box = np.asarray(box, dtype=np.float64)
+            box = _finite(box, "box")
             if box.size != 4:
                 raise DataError(f"expected one XYXY box of 4 numbers, got shape {box.shape}")
+            x0, y0, x1, y1 = box.reshape(4)
+            if x1 <= x0 or y1 <= y0:
+                raise DataError(f"box {box.reshape(4).tolist()}: expected x0 < x1 and y0 < y1 (XYXY)")
             box = self.transform.apply_boxes(box.reshape(1, 4), self.original_size)
             boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
         if mask_input is not None:
-            masks = torch.as_tensor(np.asarray(mask_input), dtype=torch.float32, device=self.device)[None]
+            mask = _finite(mask_input, "mask_input")
+            if mask.shape != (1, *self.mask_input_size):
+                raise DataError(
+                    f"mask_input: expected [1, {self.mask_input_size[0]}, {self.mask_input_size[1]}] "
+                    f"(a low-resolution logits map predict returned), got {list(mask.shape)}"
+                )
+            masks = torch.as_tensor(mask, dtype=torch.float32, device=self.device)[None]
+        _flags(multimask_output=multimask_output, return_logits=return_logits)
         out_masks, scores, low_res = self.predict_torch(
             coords, labels, boxes, masks, multimask_output, return_logits=return_logits
         )
@@ -155,10 +171,25 @@ class GaraSamPredictor:
         """
         self._require_image()
         if (point_coords is None) != (point_labels is None):
-            raise ValueError("point_coords and point_labels go together")
+            raise DataError("point_coords and point_labels go together")
+        h, w = self.mask_input_size
+        for name, value, shape in (
+            ("point_coords", point_coords, (None, None, 2)),
+            ("point_labels", point_labels, (None, None)),
+            ("boxes", boxes, (None, 4)),
+            ("mask_input", mask_input, (None, 1, h, w)),
+        ):
+            _check_tensor(name, value, shape)
+        if point_labels is not None:
+            _labels(point_labels.cpu().numpy())
+            if point_labels.shape != point_coords.shape[:2]:
+                raise DataError(
+                    f"point_labels {list(point_labels.shape)} do not match point_coords {list(point_coords.shape)}"
+                )
+        _flags(multimask_output=multimask_output, return_logits=return_logits)
         sizes = {len(t) for t in (point_coords, boxes, mask_input) if t is not None}
         if len(sizes) > 1:
-            raise ValueError(
+            raise DataError(
                 f"points, boxes and mask inputs disagree on the number of prompts: {sorted(sizes)}"
             )
         batch = sizes.pop() if sizes else 1
@@ -177,9 +208,60 @@ class GaraSamPredictor:
             masks = masks > self.mask_threshold
         return masks, out.iou_scores[:, 0], low_res
 
+    @property
+    def mask_input_size(self) -> tuple[int, int]:
+        """(h, w) of a `mask_input`: the low-resolution logits `predict` returns, 4 x the embedding grid."""
+        self._require_image()
+        h, w = self.features.embeddings.shape[-2:]
+        return 4 * int(h), 4 * int(w)
+
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError("set an image with .set_image(...) before asking for masks or embeddings")
+
+
+def _finite(value: object, name: str) -> np.ndarray:
+    """`value` as a float array, refused when it is not numbers or holds NaN / inf."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{name}: expected numbers, got {type(value).__name__} ({err})") from None
+    if not np.isfinite(array).all():
+        raise DataError(f"{name} holds non-finite values (NaN or inf)")
+    return array
+
+
+def _labels(value: object) -> np.ndarray:
+    """Point labels: 1 foreground, 0 background, -1 padding (SAM's convention)."""
+    labels = _finite(value, "point_labels")
+    if not np.isin(labels, (-1, 0, 1)).all():
+        raise DataError(
+            f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), got {labels.tolist()}"
+        )
+    return labels.astype(np.int64)
+
+
+def _check_tensor(name: str, value: torch.Tensor | None, shape: tuple[int | None, ...]) -> None:
+    """`value` is None, or a tensor of `shape` (None: any size) with finite values."""
+    if value is None:
+        return
+    wanted = (
+        "[" + ", ".join("B" if i == 0 else "N" if d is None else str(d) for i, d in enumerate(shape)) + "]"
+    )
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{name}: expected a torch.Tensor {wanted}, got {type(value).__name__}")
+    if value.ndim != len(shape) or any(
+        d is not None and d != n for d, n in zip(shape, value.shape, strict=True)
+    ):
+        raise DataError(f"{name}: expected {wanted}, got {list(value.shape)}")
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise DataError(f"{name} holds non-finite values (NaN or inf)")
+
+
+def _flags(**flags: object) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise DataError(f"{name} must be True or False, got {value!r}")
 
 
 def block_index(adapter_name: str) -> int | None:

@@ -12,7 +12,9 @@ wires them to Gradio widgets.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +60,71 @@ MAX_SIDE = 4096
 # Uploads are shown and degraded at most this large: SAM sees 1024 px anyway, and degradations stay fast.
 WORKING_SIDE = 1024
 POSITIVE, NEGATIVE, BOX = "positive point", "negative point", "box (click two corners)"
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a server left running for days may hold, whatever its visitors do.
+
+    Gradio keeps each browser session's state (the visitor's image, twice) and writes every upload
+    and every answer's images to its temp folder, and frees neither by default: +154 MiB RSS and
+    +54 MiB of files per 100 visitors (benchmarks/web_soak.py). Here a session's image is dropped
+    `session_ttl_s` after its last use, at most `max_sessions` sessions are kept (the least recently
+    used goes first), and files older than `file_ttl_s` are deleted, swept once a minute or faster."""
+
+    max_sessions: int = 100
+    session_ttl_s: float = 3600.0
+    file_ttl_s: float = 600.0
+
+    @property
+    def sweep_every_s(self) -> float:
+        return min(60.0, self.file_ttl_s)
+
+
+class Sweeper(threading.Thread):
+    """Deletes the files under `folder` older than `limits.file_ttl_s`, every `sweep_every_s`, and
+    hands the memory freed meanwhile back to the system.
+
+    Gradio's own sweep (`delete_cache`) is a task that stops for good at its first error (a file gone
+    between listing and deleting), so the folder grew again; this one survives any file it meets.
+    Freed memory: the models run in Gradio's worker threads, whose malloc arenas keep what they
+    freed (the server's RSS rose ~0.2 MiB per visitor with nothing left alive); `malloc_trim`
+    returns it (glibc only; elsewhere a no-op)."""
+
+    def __init__(self, folder: str | os.PathLike, limits: ServerLimits) -> None:
+        super().__init__(name="garasam-sweeper", daemon=True)
+        self.folder = Path(folder)
+        self.limits = limits
+        self.stopped = threading.Event()
+        self._trim = _malloc_trim()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.limits.sweep_every_s):
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the expired files now; returns how many went."""
+        cutoff = (time.time() if now is None else now) - self.limits.file_ttl_s
+        removed = 0
+        for root, _, files in os.walk(self.folder):
+            for name in files:
+                path = os.path.join(root, name)
+                with contextlib.suppress(OSError):  # gone already, or in use on a strict filesystem
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        self._trim()
+        return removed
+
+
+def _malloc_trim() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return lambda: None
+
+
 MODES = (POSITIVE, NEGATIVE, BOX)
 
 
@@ -354,8 +422,9 @@ def _guarded(app: WebApp, handler: Any) -> Any:
     return run
 
 
-def build_page(app: WebApp) -> gr.Blocks:
-    """The Gradio page: inputs on the left, both models' masks and the rank chart on the right."""
+def build_page(app: WebApp, limits: ServerLimits = ServerLimits()) -> gr.Blocks:
+    """The Gradio page: inputs on the left, both models' masks and the rank chart on the right.
+    Launch it with `state_session_capacity=limits.max_sessions` (see `garasam.commands.serve`)."""
     gr = _import_gradio()
     suites = list(SUITES)
 
@@ -408,7 +477,7 @@ def build_page(app: WebApp) -> gr.Blocks:
     with gr.Blocks(title="GaRA-SAM", analytics_enabled=False) as page:
         gr.Markdown("# GaRA-SAM vs SAM\nSegment a degraded image with the frozen SAM and with GaRA-SAM.")
         gr.Markdown("\n".join(f"- {note}" for note in app.notes), elem_id="notes")
-        state = gr.State(PageState())
+        state = gr.State(PageState(), time_to_live=limits.session_ttl_s)
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(

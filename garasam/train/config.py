@@ -134,7 +134,7 @@ class ScheduleSection(Section):
 class RunSection(Section):
     batch_size: int = Field(8, ge=1)  # global batch: split evenly over the processes of a DDP run
     max_steps: int | None = Field(None, ge=1)  # stop here instead of after `epochs`; decays scale along
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # NumPy's and torch's generators take 32 / 64 bits
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     activation_checkpointing: bool = False  # recompute encoder blocks in backward: less memory, ~30% slower

@@ -207,7 +207,7 @@ def clear_iou(model: SamModel, scenes: int, device: torch.device) -> dict[str, f
     protocol). Their seeds (90,000,000 +) lie beyond every pretraining stream (seed x 10,000,000 +)."""
     transform = SamTransform(model.config.vision_config.image_size)
     totals = {"point": [], "box": []}
-    for seed in range(scenes):
+    for seed in tqdm(range(scenes), desc="held-out check", unit="scene", leave=False, disable=None):
         sample = generate_scene(HELD_OUT_SEED + seed, family="source")
         original = sample.image.shape[:2]
         image = transform.resize_image(sample.image)

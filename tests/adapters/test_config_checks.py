@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from garasam.adapters import (
     FullFinetuneConfig,
@@ -153,3 +154,26 @@ def test_a_training_recipe_with_the_spaces_swapped_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="must grow strictly"):
         load_config(None, ["adapter.r_low=300", "adapter.r_high=16"])
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "2", True])
+def test_gate_summary_takes_a_positive_number_of_images(batch_size) -> None:
+    """Issue 29: batch_size=0 divided by zero (or returned nothing) instead of saying so."""
+    from garasam.adapters import GaRAConfig, gate_summary, inject_adapters
+    from garasam.models import build_sam
+
+    model = inject_adapters(build_sam("tiny", pretrained=False), GaRAConfig(r_low=2, r_high=4))
+    model.get_image_embeddings(torch.zeros(1, 3, 256, 256))
+    with pytest.raises(ConfigError, match="batch_size must be a positive number of images"):
+        gate_summary(model, batch_size)
+    assert len(gate_summary(model, 1)) == 6  # one per block of the tiny SAM
+
+
+def test_the_public_functions_name_a_wrong_model_or_type() -> None:
+    from garasam.adapters import trainable_parameters
+    from garasam.models import build_sam
+
+    with pytest.raises(ConfigError, match="expected a model"):
+        trainable_parameters("runs/gara/adapters")
+    with pytest.raises(ConfigError, match="unknown SAM model type 'vit_z'"):
+        build_sam("vit_z")

@@ -93,7 +93,8 @@ def test_plans_are_the_pre_registered_ones() -> None:
     [
         (["study", "--seeds", "0,x"], "comma-separated integers"),
         (["study", "--seeds", "0,0"], "distinct"),
-        (["study", "--seeds", "-1"], ">= 0"),
+        (["study", "--seeds", "-1"], "must be at least 0"),
+        (["study", "--seeds", "0,4294967296"], "must be at most 4294967295"),
         (["study", "--arms", "gara,lora7"], "unknown arm"),
         (["study", "--arms", "gara"], "keep the arm 'frozen'"),
         (["demo", "--zero-shot-data", "robustseg:x"], "goes with --data"),

@@ -118,7 +118,7 @@ def test_tiny_weights_path_is_inside_the_package() -> None:
 
 
 def test_unknown_model_type() -> None:
-    with pytest.raises(ValueError, match="unknown SAM model type 'vit_x'"):
+    with pytest.raises(ConfigError, match="unknown SAM model type 'vit_x'"):
         build_sam("vit_x")
 
 

@@ -113,7 +113,7 @@ def test_thresholds_nms_and_crops_reduce_or_extend_the_masks(tiny_sam, image) ->
     everything = AutomaticMaskGenerator(predictor, box_nms_thresh=1.0, **options).generate(image)
     deduplicated = AutomaticMaskGenerator(predictor, box_nms_thresh=0.1, **options).generate(image)
     assert len(deduplicated) < len(everything)
-    none = AutomaticMaskGenerator(predictor, points_per_side=4, pred_iou_thresh=1.5).generate(image)
+    none = AutomaticMaskGenerator(predictor, points_per_side=4, pred_iou_thresh=1.0).generate(image)
     assert none == []
     stable = AutomaticMaskGenerator(
         predictor, box_nms_thresh=1.0, points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0.5
@@ -173,3 +173,41 @@ def test_record_boxes_follow_coco_like_the_cli(tiny_sam, image) -> None:
     for record in records:
         reference = mask_utils.toBbox(encode_rle(record["segmentation"])).tolist()
         assert record["bbox"] == reference == coco_bbox(record["segmentation"])
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("points_per_side", 1000, "points_per_side must be from 1 to 128"),
+        ("pred_iou_thresh", float("nan"), "pred_iou_thresh must be a number from 0 to 1"),
+        ("stability_score_thresh", 1.5, "stability_score_thresh must be a number from 0 to 1"),
+        ("box_nms_thresh", -0.1, "box_nms_thresh"),
+        ("crop_nms_thresh", float("inf"), "crop_nms_thresh"),
+        ("crop_overlap_ratio", "0.3", "crop_overlap_ratio"),
+        ("stability_score_offset", float("nan"), "stability_score_offset must be a finite number"),
+    ],
+)
+def test_the_python_generator_checks_what_the_cli_checks(option, value, message) -> None:
+    """Issue 29: the Python API took a million-prompt grid and NaN thresholds the CLI refuses."""
+    with pytest.raises(ConfigError, match=message):
+        AutomaticMaskGenerator(None, **{option: value})
+
+
+def test_a_dense_grid_shows_progress_on_a_terminal(tiny_sam, monkeypatch) -> None:
+    """Issue 29, item 9: `--auto --points-per-side 128` was minutes of silent work per image."""
+    from garasam.predict import automatic
+
+    made = []
+    real = automatic.tqdm
+
+    def recording(*args, **kwargs):
+        bar = real(*args, **{**kwargs, "disable": False})
+        made.append(bar)
+        return bar
+
+    monkeypatch.setattr(automatic, "tqdm", recording)
+    image = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    options = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "points_per_batch": 16}
+    AutomaticMaskGenerator(GaraSamPredictor(tiny_sam), points_per_side=20, **options).generate(image)
+    AutomaticMaskGenerator(GaraSamPredictor(tiny_sam), points_per_side=8, **options).generate(image)
+    assert [(bar.total, bar.n) for bar in made] == [(25, 25), (4, 0)]  # a disabled bar counts nothing

@@ -106,7 +106,7 @@ def test_bgr_input_and_image_state(tiny_sam, image) -> None:
         predictor.get_image_embedding()
     with pytest.raises(DataError, match="H x W x 3 uint8"):
         predictor.set_image(image.astype(np.float32))
-    with pytest.raises(ValueError, match="image_format"):
+    with pytest.raises(ConfigError, match="image_format"):
         predictor.set_image(image, image_format="HSV")
 
 
@@ -178,3 +178,78 @@ def test_fast_path_predicts_the_same_masks(image) -> None:
     (ref_mask, ref_score, _), (fast_mask, fast_score, _) = reference.predict(**box), fast.predict(**box)
     assert (ref_mask == fast_mask).mean() > 0.98
     assert abs(float(ref_score[0]) - float(fast_score[0])) < 0.05
+
+
+# -- the Python API checks what the CLI checks (issue 29: shapes, dtypes, finite values) ---------------
+NAN, INF = float("nan"), float("inf")
+BAD_PREDICT = [
+    ({"point_coords": [[NAN, 3.0]], "point_labels": [1]}, "point_coords holds non-finite values"),
+    ({"point_coords": "3,3", "point_labels": [1]}, "point_coords: expected numbers, got str"),
+    ({"point_coords": [[3.0, 3.0]]}, "point_labels must be given with point_coords"),
+    ({"point_coords": [[3.0, 3.0]], "point_labels": [5]}, "point_labels must be 1 .*, 0 .* or -1"),
+    ({"point_coords": [[3.0, 3.0]], "point_labels": [NAN]}, "point_labels holds non-finite values"),
+    ({"box": [0, 0, INF, 10]}, "box holds non-finite values"),
+    ({"box": [10, 10, 0, 0]}, r"expected x0 < x1 and y0 < y1"),
+    ({"box": [5, 5, 5, 20]}, r"expected x0 < x1 and y0 < y1"),
+    ({"box": [0, 0, 10, 10], "mask_input": np.zeros((1, 10, 10))}, r"mask_input: expected \[1, 64, 64\]"),
+    ({"box": [0, 0, 10, 10], "mask_input": np.full((1, 64, 64), NAN)}, "mask_input holds non-finite"),
+    ({"box": [0, 0, 10, 10], "multimask_output": "yes"}, "multimask_output must be True or False"),
+    ({"box": [0, 0, 10, 10], "return_logits": 1}, "return_logits must be True or False"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_PREDICT)
+def test_predict_refuses_what_the_cli_refuses(tiny_sam, image, kwargs, message) -> None:
+    """Before: NaN points, inverted boxes and labels of 5 gave masks; a wrong mask_input or a string
+    of coordinates ended in a torch or NumPy traceback."""
+    predictor = GaraSamPredictor(tiny_sam)
+    predictor.set_image(image)
+    with pytest.raises(DataError, match=message):
+        predictor.predict(**kwargs)
+
+
+BAD_PREDICT_TORCH = [
+    ({"point_coords": torch.tensor([[[NAN, 1.0]]]), "point_labels": torch.tensor([[1]])}, "non-finite"),
+    (
+        {"point_coords": torch.tensor([[1.0, 1.0]]), "point_labels": torch.tensor([1])},
+        r"expected \[B, N, 2\]",
+    ),
+    ({"point_coords": [[[1.0, 1.0]]], "point_labels": torch.tensor([[1]])}, "expected a torch.Tensor"),
+    ({"point_coords": torch.tensor([[[1.0, 1.0]]]), "point_labels": torch.tensor([[1, 1]])}, "do not match"),
+    (
+        {"point_coords": None, "point_labels": None, "boxes": torch.tensor([[0, 0, 10.0]])},
+        r"expected \[B, 4\]",
+    ),
+    (
+        {"point_coords": None, "point_labels": None, "mask_input": torch.zeros(1, 1, 8, 8)},
+        r"mask_input: expected \[B, 1, 64, 64\]",
+    ),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_PREDICT_TORCH)
+def test_predict_torch_checks_shapes_and_values(tiny_sam, image, kwargs, message) -> None:
+    predictor = GaraSamPredictor(tiny_sam)
+    predictor.set_image(image)
+    with pytest.raises(DataError, match=message):
+        predictor.predict_torch(**kwargs)
+
+
+def test_set_torch_image_and_the_model_are_checked(tiny_sam) -> None:
+    predictor = GaraSamPredictor(tiny_sam)
+    with pytest.raises(DataError, match="non-finite"):
+        predictor.set_torch_image(torch.full((1, 3, 256, 200), NAN), (256, 200))
+    with pytest.raises(DataError, match="original_image_size"):
+        predictor.set_torch_image(torch.zeros(1, 3, 256, 200), (0, 200))
+    with pytest.raises(ConfigError, match="expected a SAM model"):
+        GaraSamPredictor("sam_vit_b.pth")
+
+
+def test_a_low_res_logits_map_feeds_back_as_mask_input(tiny_sam, image) -> None:
+    predictor = GaraSamPredictor(tiny_sam)
+    predictor.set_image(image)
+    _, scores, low_res = predictor.predict(box=[10, 10, 60, 50])
+    assert low_res.shape[1:] == predictor.mask_input_size
+    best = low_res[np.argmax(scores)][None]
+    masks, _, _ = predictor.predict(box=[10, 10, 60, 50], mask_input=best, multimask_output=False)
+    assert masks.shape == (1, *image.shape[:2])

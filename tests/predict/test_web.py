@@ -250,3 +250,52 @@ def test_the_page_notes_name_no_server_path(tmp_path) -> None:
     for adapters, shown in ((None, "bundled demo adapters"), (folder, "my_gara")):
         notes = " ".join(WebApp.create(adapters=adapters, device="cpu").notes)
         assert shown in notes and str(tmp_path) not in notes and "/garasam/assets" not in notes, notes
+
+
+# -- a long-running server (issue 29, item 7) ----------------------------------------------------------
+def test_the_sweeper_deletes_expired_files_only(tmp_path) -> None:
+    import os
+
+    sweeper = web.Sweeper(tmp_path, web.ServerLimits(file_ttl_s=60))
+    (tmp_path / "upload" / "abc").mkdir(parents=True)
+    old, new = tmp_path / "upload" / "abc" / "old.png", tmp_path / "answer.png"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (1_000, 1_000))
+    assert sweeper.sweep() == 1
+    assert not old.exists() and new.exists()
+    assert sweeper.sweep(now=new.stat().st_mtime + 61) == 1 and not new.exists()
+
+
+def test_the_page_keeps_a_sessions_image_for_the_ttl_only(app) -> None:
+    page = web.build_page(app, web.ServerLimits(session_ttl_s=5))
+    states = [block for block in page.blocks.values() if type(block).__name__ == "State"]
+    assert [state.time_to_live for state in states] == [5]
+
+
+@pytest.fixture
+def busy_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_serve_refuses_a_busy_port_before_the_model_loads(busy_port, monkeypatch, capsys) -> None:
+    from garasam.cli import main
+
+    monkeypatch.setattr(WebApp, "create", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["serve", "--port", str(busy_port)]) == 2
+    printed = capsys.readouterr()
+    assert f"cannot serve on 127.0.0.1:{busy_port}: Address already in use" in printed.err
+    assert "http://" not in printed.out  # no URL as if it were serving
+
+
+def test_serve_refuses_an_unknown_host(monkeypatch, capsys) -> None:
+    from garasam.cli import main
+
+    monkeypatch.setattr(WebApp, "create", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["serve", "--host", "no-such-host.invalid"]) == 2
+    assert "--host no-such-host.invalid: not an address of this machine" in capsys.readouterr().err

@@ -251,3 +251,11 @@ def test_no_float_key_takes_nan_or_inf(key: str, bad: str) -> None:
 def test_adapter_numbers_must_be_finite_too(key: str, bad: str) -> None:
     with pytest.raises(ConfigError, match=rf"adapter.*{key}"):
         load_config(CONFIGS / "tiny_gara.yaml", [f"adapter.{key}={bad}"])
+
+
+@pytest.mark.parametrize("bad", ["-1", "4294967296", "100000000000000000000"])
+def test_the_seed_fits_the_generators(bad: str) -> None:
+    """Issue 29, item 9: a seed beyond 64 bits reached torch.manual_seed as an overflow traceback."""
+    with pytest.raises(ConfigError, match="seed"):
+        load_config(CONFIGS / "tiny_gara.yaml", [f"run.seed={bad}"])
+    assert load_config(CONFIGS / "tiny_gara.yaml", ["run.seed=4294967295"]).run.seed == 2**32 - 1
