@@ -33,7 +33,9 @@ class GaraSamPredictor:
 
     def __init__(self, model: SamModel) -> None:
         if not isinstance(model, torch.nn.Module):
-            raise ConfigError(f"expected a SAM model (build_sam, from_pretrained), got {type(model).__name__}")
+            raise ConfigError(
+                f"expected a SAM model (build_sam, from_pretrained), got {type(model).__name__}"
+            )
         self.model = model.eval()
         self.transform = SamTransform(*input_geometry(model))
         self.mask_threshold = 0.0
