@@ -9,6 +9,7 @@ would run them; the runner only fixes their settings (garasam.miniature.plan).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict
@@ -64,17 +65,50 @@ def run_miniature(
         evaluate_all(out / "eval" / test_set, adapters, spec, plan, model_type, checkpoint, device, examples)
         timings[f"eval_{test_set}"] = round(time.time() - began, 1)
     analysis = analyse(out / "eval", plan)
+    machine = environment(device)
+    analysis["markdown"] += (
+        f"\nRun on {machine['cpu']} with {machine['torch_threads']} torch thread(s), torch "
+        f"{machine['torch']}, garasam {machine['garasam']}. Another run with all four the same writes "
+        "byte-identical adapters; another thread count or CPU type sums floats in another order, "
+        "which changes the adapters in their last bits and the tables within their intervals.\n"
+    )
     summary = {
         "plan": asdict(plan),
         "train_data": data,
         "test_data": test_data,
         "device": device,
+        "environment": machine,
         "timings_s": timings,
         "wall_time_s": round(time.time() - start, 1),
         **analysis,
     }
     atomic_write_text(out / "study.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def environment(device: str) -> dict[str, object]:
+    """What a bit-identical rerun needs the same (measured: 1 against 2 threads, different adapters
+    after 3 training steps; the same thread count, the same bytes)."""
+    import platform
+
+    import torch
+
+    from garasam.version import __version__
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    if device.startswith("cuda"):
+        cpu = f"{torch.cuda.get_device_name(device)} (host CPU {cpu})"
+    return {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "garasam": __version__,
+    }
 
 
 def synthetic_splits(root: Path, plan: StudyPlan) -> tuple[str, dict[str, str]]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from garasam.cli import main
 from garasam.miniature.analysis import _claim
@@ -58,6 +59,10 @@ def test_tables_show_intervals_and_every_claim_gets_a_verdict(study) -> None:
     assert len(claims[0]["parts"]) == 4  # seen and zero-shot, point and box
     assert claims[1]["parts"] == [p for p in claims[1]["parts"] if p["b"] == "lora16"]  # only arms present
     assert set(summary["gate_spreads"]) == {"0", "1"}
+    # what a bit-identical rerun needs (issue 29, reproducibility): recorded and said
+    machine = summary["environment"]
+    assert machine["torch_threads"] == torch.get_num_threads() and machine["torch"] == torch.__version__
+    assert f"with {machine['torch_threads']} torch thread(s), torch {machine['torch']}" in text
 
 
 def test_a_second_run_reuses_what_is_on_disk(study) -> None:
