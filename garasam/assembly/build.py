@@ -20,7 +20,7 @@ from garasam.adapters import inject_adapters, load_adapters, read_adapter_config
 from garasam.adapters.config import AdapterConfig
 from garasam.assembly.spec import ModelSpec
 from garasam.errors import CheckpointError, ConfigError
-from garasam.fast.encoder import FastSamVisionEncoder, GraphMode, optimize_sam, supports_fast_path
+from garasam.fast.encoder import FastSamVisionEncoder, accelerate
 from garasam.models import MODEL_TYPES, build_sam
 from garasam.models.build import require_checkpoint
 from garasam.models.hub import infer_model_type
@@ -89,22 +89,6 @@ def build_model(
         inject_adapters(base, inject)
     accelerate(base, fast, dtype=fast_dtype, cuda_graphs="capture" if cuda_graphs else False)
     return base
-
-
-def accelerate(
-    model: nn.Module,
-    fast: bool | None,
-    *,
-    dtype: torch.dtype = torch.bfloat16,
-    cuda_graphs: GraphMode = False,
-) -> bool:
-    """The fast path (`garasam.fast.encoder.optimize_sam`) where it applies: `fast` None means on when
-    the model is on CUDA. SAM 2.1 keeps transformers' encoder. Returns whether the model changed."""
-    device = next(model.parameters()).device
-    if not (fast if fast is not None else device.type == "cuda") or not supports_fast_path(model):
-        return False
-    optimize_sam(model, dtype=dtype, cuda_graphs=cuda_graphs)
-    return True
 
 
 def build_models(

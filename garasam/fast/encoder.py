@@ -161,15 +161,26 @@ def optimize_sam(
     return model
 
 
-def optimize_for_prediction(model: nn.Module, fast: bool | None = None) -> bool:
-    """The fast path as prediction uses it (the predictor, `garasam predict`, the web page): bf16,
-    fused adapters and a CUDA graph per repeated input shape. `fast` None: on when the model is on
-    CUDA. Returns whether the model was optimised (SAM 2.1 never is: `supports_fast_path`)."""
+def accelerate(
+    model: nn.Module,
+    fast: bool | None,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    cuda_graphs: GraphMode = False,
+) -> bool:
+    """`optimize_sam` where it applies, the one switch rule: `fast` None means on when the model is on
+    CUDA; SAM 2.1 keeps transformers' encoder (`supports_fast_path`). Returns whether the model changed."""
     device = next(model.parameters()).device
     if not (fast if fast is not None else device.type == "cuda") or not supports_fast_path(model):
         return False
-    optimize_sam(model, cuda_graphs="capture")
+    optimize_sam(model, dtype=dtype, cuda_graphs=cuda_graphs)
     return True
+
+
+def optimize_for_prediction(model: nn.Module, fast: bool | None = None) -> bool:
+    """The fast path as prediction uses it (the predictor, `garasam predict`, the web page): bf16,
+    fused adapters and a CUDA graph per repeated input shape."""
+    return accelerate(model, fast, cuda_graphs="capture")
 
 
 def supports_fast_path(model: nn.Module) -> bool:
