@@ -129,6 +129,7 @@ WRITERS = {
     "oracle": lambda i, out: ["oracle", i["objects"], "--out", out],
     "demo": lambda i, out: ["demo", "--quick", "--out", out, "--device", "cpu"],
     "study": lambda i, out: ["study", "--quick", "--out", out, "--device", "cpu"],
+    "export": lambda i, out: ["export", "--format", "onnx", "--out", out],
 }
 
 

@@ -1,0 +1,68 @@
+"""`garasam export`: SAM with its adapters as files that run without PyTorch.
+
+    garasam export --format onnx --out exported/tiny_gara --adapters garasam/assets/tiny_gara
+    garasam export --format onnx --model-type vit_b --checkpoint sam_vit_b_01ec64.pth \\
+        --adapters runs/gara/adapters --out exported/gara_vit_b
+
+Writes encoder.onnx, decoder.onnx and model.json (docs/deploy.md); `garasam.deploy.OnnxPredictor`
+runs them with onnxruntime, numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from garasam.argtypes import output_dir
+from garasam.errors import ConfigError
+from garasam.models.registry import MODEL_TYPES
+from garasam.outputs import claim_output
+
+FORMATS = ("onnx", "pt2", "pte")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (pt2 and pte: not built yet)")
+    parser.add_argument("--out", type=output_dir, required=True, help="output folder")
+    parser.add_argument(
+        "--model-type",
+        choices=sorted(MODEL_TYPES),
+        help="SAM backbone (default: from the adapters, else tiny)",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="SAM checkpoint; none: the bundled tiny SAM")
+    parser.add_argument(
+        "--adapters", type=Path, help="adapter folder (GaRA, LoRA or MoE-LoRA); none: plain SAM"
+    )
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="fp32 (fp16 and int8: not built yet)"
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.format != "onnx":
+        raise ConfigError(f"--format {args.format} is not built yet; --format onnx is (docs/deploy.md)")
+    if args.precision != "fp32":
+        raise ConfigError(f"--precision {args.precision} is not built yet; fp32 is (docs/deploy.md)")
+    import torch
+
+    from garasam.assembly import ModelSpec, build_model
+    from garasam.deploy.export import export_onnx
+
+    spec = ModelSpec(args.model_type, args.checkpoint, args.adapters)
+    with torch.no_grad():
+        model = build_model(spec, device="cpu", fast=False, random_weights=args.random_weights)
+    with claim_output(args.out, "export"):
+        source = {
+            "model_type": args.model_type,
+            "checkpoint": None if args.checkpoint is None else Path(args.checkpoint).name,
+            "adapters": None if args.adapters is None else Path(args.adapters).name,
+        }
+        export_onnx(model, args.out, source)
+    print(f"export: encoder.onnx, decoder.onnx and model.json in {args.out}")
+    return 0

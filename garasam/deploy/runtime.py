@@ -1,0 +1,183 @@
+"""`OnnxPredictor`: an exported GaRA-SAM folder run by ONNX Runtime, without PyTorch.
+
+The SamPredictor API (`set_image`, `predict` with the same arguments and return order) over the
+folder `garasam export --format onnx` writes: `encoder.onnx` (image encoder, adapters and hard gates
+included; the gates' decisions are outputs), `decoder.onnx` (prompt encoder and mask decoder) and
+`model.json` (geometry, names, provenance). Needs onnxruntime, numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from garasam.deploy import geometry
+from garasam.errors import CheckpointError, ConfigError, DataError
+
+MODEL_JSON = "model.json"
+FORMAT_VERSION = 1
+
+
+class OnnxPredictor:
+    """Repeated mask prediction on one image: the encoder runs once per `set_image`."""
+
+    def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None) -> None:
+        import onnxruntime
+
+        self.folder = Path(folder)
+        self.config = read_model_json(self.folder)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
+        chosen = providers or ["CPUExecutionProvider"]
+        try:
+            self.encoder = onnxruntime.InferenceSession(
+                str(self.folder / "encoder.onnx"), options, providers=chosen
+            )
+            self.decoder = onnxruntime.InferenceSession(
+                str(self.folder / "decoder.onnx"), options, providers=chosen
+            )
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CheckpointError(f"{self.folder}: cannot load the exported model ({err})") from None
+        self.side = int(self.config["input"]["side"])
+        self.encoder_inputs = {node.name for node in self.encoder.get_inputs()}
+        self.reset_image()
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.embeddings: np.ndarray | None = None
+        self.gates: dict[str, dict[str, np.ndarray]] = {}
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Encode an H x W x 3 uint8 image (RGB, or BGR as OpenCV reads it)."""
+        if image_format not in ("RGB", "BGR"):
+            raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+            raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
+        if image_format == "BGR":
+            image = np.ascontiguousarray(image[..., ::-1])
+        pixels, resized = geometry.preprocess(image, self.side)
+        gates = self.config["gates"]
+        feeds = {"pixel_values": pixels}
+        if "valid_tokens" in self.encoder_inputs:  # absent when no gate pools over the valid area only
+            feeds["valid_tokens"] = geometry.valid_tokens(resized, gates["grid"], gates["patch"])
+        outputs = self.encoder.run(None, feeds)
+        self.reset_image()
+        self.embeddings = outputs[0]
+        names = gates["adapters"]
+        self.gates = {
+            name: {"segment": outputs[1 + 2 * i], "active": outputs[2 + 2 * i]}
+            for i, name in enumerate(names)
+        }
+        self.original_size = (int(image.shape[0]), int(image.shape[1]))
+        self.input_size = resized
+        self.is_image_set = True
+
+    def gate_decisions(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per adapter: `segment` (0 low / 1 high space, per window or image) and `active` (its rank)."""
+        self._require_image()
+        return self.gates
+
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks [C, H, W], scores [C] and low-resolution logits [C, h, w] for one prompt, as
+        `GaraSamPredictor.predict` returns them (C = 3 with `multimask_output`, else 1)."""
+        self._require_image()
+        coords, labels = np.zeros((0, 2)), np.zeros((0,))
+        if point_coords is not None:
+            if point_labels is None:
+                raise DataError("point_labels must be given with point_coords")
+            coords, labels = _finite(point_coords, "point_coords"), _finite(point_labels, "point_labels")
+            if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (len(coords),):
+                raise DataError(
+                    f"expected point_coords [N, 2] and point_labels [N], got {coords.shape} and {labels.shape}"
+                )
+            if not np.isin(labels, (-1, 0, 1)).all():
+                raise DataError(f"point_labels must be 1, 0 or -1, got {labels.tolist()}")
+        if box is not None:
+            corners = _finite(box, "box")
+            if (
+                corners.size != 4
+                or corners.reshape(4)[2] <= corners.reshape(4)[0]
+                or corners.reshape(4)[3] <= corners.reshape(4)[1]
+            ):
+                raise DataError(
+                    f"box: expected one XYXY box with x0 < x1 and y0 < y1, got {corners.tolist()}"
+                )
+            coords = np.concatenate([coords, corners.reshape(2, 2)])
+            labels = np.concatenate([labels, [2, 3]])  # SAM's labels of a box's two corners
+        else:
+            coords = np.concatenate([coords, [[0.0, 0.0]]])
+            labels = np.concatenate([labels, [-1]])  # the padding point SAM adds without a box
+        low_h, low_w = (4 * s for s in self.embeddings.shape[-2:])
+        has_mask = np.zeros(1, dtype=np.float32)
+        mask = np.zeros((1, 1, low_h, low_w), dtype=np.float32)
+        if mask_input is not None:
+            given = _finite(mask_input, "mask_input")
+            if given.shape != (1, low_h, low_w):
+                raise DataError(f"mask_input: expected [1, {low_h}, {low_w}], got {list(given.shape)}")
+            mask, has_mask = given[None].astype(np.float32), np.ones(1, dtype=np.float32)
+        for name, flag in (("multimask_output", multimask_output), ("return_logits", return_logits)):
+            if not isinstance(flag, bool | np.bool_):
+                raise DataError(f"{name} must be True or False, got {flag!r}")
+        scaled = geometry.scale_coords(coords, self.original_size, self.side)
+        low_res, scores = self.decoder.run(
+            None,
+            {
+                "image_embeddings": self.embeddings,
+                "point_coords": scaled[None].astype(np.float32),
+                "point_labels": labels[None].astype(np.float32),
+                "mask_input": mask,
+                "has_mask_input": has_mask,
+            },
+        )
+        pick = slice(1, None) if multimask_output else slice(0, 1)
+        low_res, scores = low_res[0, pick], scores[0, pick]
+        masks = geometry.postprocess(low_res, self.input_size, self.original_size, self.side)
+        return (masks if return_logits else masks > 0.0), scores, low_res
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("set an image with .set_image(...) before asking for masks")
+
+
+def read_model_json(folder: Path) -> dict:
+    """The folder's model.json, checked for what the runtime reads."""
+    path = folder / MODEL_JSON
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{folder}: no {MODEL_JSON}; export a model with garasam export --format onnx"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable ({err})") from None
+    if (
+        not isinstance(config, dict)
+        or config.get("format_version") != FORMAT_VERSION
+        or config.get("format") != "onnx"
+    ):
+        raise CheckpointError(f"{path}: not an ONNX export of garasam (format_version {FORMAT_VERSION})")
+    return config
+
+
+def _finite(value: object, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{name}: expected numbers, got {type(value).__name__} ({err})") from None
+    if not np.isfinite(array).all():
+        raise DataError(f"{name} holds non-finite values (NaN or inf)")
+    return array

@@ -1,0 +1,182 @@
+"""ONNX export (issue 30): ONNX Runtime against PyTorch on the same inputs, gates included, and a
+runtime that works where torch cannot be imported."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters
+from garasam.adapters.inspect import adapter_layers
+from garasam.cli import main
+from garasam.deploy import OnnxPredictor
+from garasam.deploy.export import export_onnx
+from garasam.errors import CheckpointError, DataError
+from garasam.models import build_sam
+from garasam.predict.predictor import GaraSamPredictor
+
+pytest.importorskip("onnxruntime")
+ASSETS = Path(__file__).resolve().parents[2] / "garasam" / "assets"
+
+
+def gated_tiny_sam() -> torch.nn.Module:
+    """The tiny SAM with GaRA whose gates decide differently per window and per image (zero-initialised
+    gates would choose alike everywhere, which would test nothing)."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_sam("tiny")
+    inject_adapters(model, GaRAConfig(r_low=4, r_high=8))
+    for layer in adapter_layers(model).values():
+        for param in layer.parameters():
+            if param.requires_grad:
+                param.data.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[GaraSamPredictor, OnnxPredictor, Path]:
+    model = gated_tiny_sam()
+    reference = GaraSamPredictor(copy.deepcopy(model))
+    folder = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny_gara")
+    return reference, OnnxPredictor(folder), folder
+
+
+IMAGES = [
+    np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+    for seed, shape in ((0, (90, 140, 3)), (1, (200, 120, 3)))
+]
+PROMPTS = [
+    {"box": np.array([10, 10, 60, 50])},
+    {"point_coords": np.array([[30, 40]]), "point_labels": np.array([1])},
+    {
+        "point_coords": np.array([[30, 40], [5, 5]]),
+        "point_labels": np.array([1, 0]),
+        "box": np.array([10, 10, 60, 50]),
+    },
+]
+
+
+def test_embeddings_and_gate_decisions_equal_pytorchs(exported) -> None:
+    reference, onnx, _ = exported
+    chosen = []
+    for image in IMAGES:
+        reference.set_image(image)
+        onnx.set_image(image)
+        np.testing.assert_allclose(onnx.embeddings, reference.get_image_embedding().numpy(), atol=1e-4)
+        states = [layer.gate_state for layer in adapter_layers(reference.model).values()]
+        assert list(onnx.gate_decisions()) == list(adapter_layers(reference.model))
+        for state, decision in zip(states, onnx.gate_decisions().values(), strict=True):
+            np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
+            np.testing.assert_array_equal(decision["active"], state.active.numpy())
+        chosen.append(np.concatenate([d["segment"] for d in onnx.gate_decisions().values()]))
+    assert not np.array_equal(chosen[0], chosen[1])  # the two images' gates chose differently
+    assert 0 < np.concatenate(chosen).mean() < 1  # both spaces in use
+
+
+@pytest.mark.parametrize("prompt", PROMPTS, ids=["box", "point", "points_and_box"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_masks_and_scores_equal_pytorchs(exported, prompt, multimask) -> None:
+    reference, onnx, _ = exported
+    for image in IMAGES:
+        reference.set_image(image)
+        onnx.set_image(image)
+        ours = onnx.predict(**prompt, multimask_output=multimask)
+        theirs = reference.predict(**prompt, multimask_output=multimask)
+        assert ours[0].shape == theirs[0].shape == ((3 if multimask else 1), *image.shape[:2])
+        assert (ours[0] != theirs[0]).mean() <= 1e-3  # binarised masks: at most 0.1% pixels differ
+        np.testing.assert_allclose(ours[1], theirs[1], atol=1e-4)
+        np.testing.assert_allclose(ours[2], theirs[2], atol=1e-3)
+
+
+def test_a_low_res_mask_feeds_back(exported) -> None:
+    reference, onnx, _ = exported
+    reference.set_image(IMAGES[0])
+    onnx.set_image(IMAGES[0])
+    _, _, low = onnx.predict(box=[10, 10, 60, 50], multimask_output=False)
+    ours = onnx.predict(point_coords=[[30, 40]], point_labels=[1], mask_input=low)
+    theirs = reference.predict(point_coords=[[30, 40]], point_labels=[1], mask_input=low)
+    np.testing.assert_allclose(ours[2], theirs[2], atol=1e-3)
+
+
+def test_lora_is_merged_and_plain_sam_exports(tmp_path) -> None:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = inject_adapters(build_sam("tiny"), LoRAConfig(rank=4))
+    for layer in adapter_layers(model).values():
+        layer.lora_B.data.normal_(0, 0.05)
+    reference = GaraSamPredictor(copy.deepcopy(model).eval())
+    onnx = OnnxPredictor(export_onnx(model, tmp_path / "lora"))
+    assert json.loads((tmp_path / "lora" / "model.json").read_text())["adapters"]["merged"] is True
+    reference.set_image(IMAGES[0])
+    onnx.set_image(IMAGES[0])
+    np.testing.assert_allclose(onnx.embeddings, reference.get_image_embedding().numpy(), atol=1e-4)
+    assert onnx.gate_decisions() == {}
+
+
+def test_the_runtime_needs_no_torch(exported, tmp_path) -> None:
+    """garasam.deploy runs where `import torch` fails."""
+    _, onnx, folder = exported
+    onnx.set_image(IMAGES[0])
+    expected = onnx.predict(box=[10, 10, 60, 50])[1]
+    np.save(tmp_path / "image.npy", IMAGES[0])
+    script = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+import numpy as np
+from garasam.deploy import OnnxPredictor
+predictor = OnnxPredictor({str(folder)!r})
+predictor.set_image(np.load({str(tmp_path / "image.npy")!r}))
+print(repr(predictor.predict(box=[10, 10, 60, 50])[1].tolist()))
+assert "transformers" not in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(eval(done.stdout), expected, atol=1e-6)  # noqa: S307 - our own repr
+
+
+def test_bad_prompts_and_folders_are_named(exported, tmp_path) -> None:
+    _, onnx, _ = exported
+    onnx.set_image(IMAGES[0])
+    with pytest.raises(DataError, match="non-finite"):
+        onnx.predict(box=[0, 0, float("nan"), 10])
+    with pytest.raises(DataError, match="x0 < x1"):
+        onnx.predict(box=[10, 10, 0, 0])
+    with pytest.raises(DataError, match=r"mask_input: expected \[1, 64, 64\]"):
+        onnx.predict(box=[0, 0, 10, 10], mask_input=np.zeros((1, 8, 8)))
+    with pytest.raises(CheckpointError, match="no model.json"):
+        OnnxPredictor(tmp_path)
+
+
+def test_the_command_exports_the_bundled_demo(tmp_path, capsys) -> None:
+    out = tmp_path / "exported"
+    args = ["export", "--format", "onnx", "--adapters", str(ASSETS / "tiny_gara"), "--out", str(out)]
+    assert main(args) == 0
+    description = json.loads((out / "model.json").read_text())
+    assert description["model_type"] == "tiny" and description["adapters"]["config"]["adapter_type"] == "gara"
+    assert len(description["gates"]["adapters"]) == 6
+    # the trained demo adapters on a bundled photograph: the same decisions and masks as PyTorch
+    from PIL import Image
+
+    from garasam.predict import from_pretrained
+
+    image = np.asarray(Image.open(ASSETS / "samples" / "astronaut.jpg").convert("RGB"))
+    reference, onnx = from_pretrained(ASSETS / "tiny_gara", device="cpu"), OnnxPredictor(out)
+    reference.set_image(image)
+    onnx.set_image(image)
+    states = [layer.gate_state for layer in adapter_layers(reference.model).values()]
+    for state, decision in zip(states, onnx.gate_decisions().values(), strict=True):
+        np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
+    box = np.array([100, 50, 400, 450])
+    assert (onnx.predict(box=box)[0] != reference.predict(box=box)[0]).mean() <= 1e-3
+    assert main(["export", "--format", "pt2", "--out", str(tmp_path / "x")]) == 2
+    assert "--format pt2 is not built yet" in capsys.readouterr().err
