@@ -36,7 +36,7 @@ from garasam.outputs import claim_output
 from garasam.predict.automatic import MAX_POINTS_PER_SIDE, AutomaticMaskGenerator, check_auto_size
 from garasam.predict.masks import coco_bbox, encode_rle
 from garasam.predict.overlay import overlay
-from garasam.predict.predictor import from_pretrained, gate_table
+from garasam.predict.predictor import block_index, from_pretrained, gate_table
 from garasam.predict.prompts import UserPrompt, candidates, segment
 
 
@@ -100,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=output_dir, required=True, help="output folder")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch, or onnx: the folder of `garasam export` given by --exported, run by ONNX Runtime",
+    )
+    parser.add_argument("--exported", type=Path, help="an exported model folder (with --backend onnx)")
     auto = parser.add_argument_group("automatic masks (--auto)")
     auto.add_argument(
         "--points-per-side",
@@ -127,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_backend(args)
     images = expand_inputs(args.images, outputs_in=args.out)
     prompts = _prompts(args)
     for path in images:
@@ -135,16 +143,74 @@ def run(args: argparse.Namespace) -> int:
         return _predict(args, images, prompts)
 
 
+def _check_backend(args: argparse.Namespace) -> None:
+    """--backend onnx takes its model from --exported only, and segments prompts only."""
+    if args.backend == "torch":
+        if args.exported is not None:
+            raise ConfigError("--exported goes with --backend onnx")
+        return
+    if args.exported is None:
+        raise ConfigError("--backend onnx needs --exported DIR (a folder of garasam export --format onnx)")
+    given = [
+        flag
+        for flag, value in (
+            ("--adapters", args.adapters),
+            ("--checkpoint", args.checkpoint),
+            ("--model-type", args.model_type),
+            ("--random-weights", args.random_weights),
+        )
+        if value
+    ]
+    if given:
+        raise ConfigError(f"--backend onnx runs the exported model as it is: leave out {', '.join(given)}")
+    if args.auto:
+        raise ConfigError("--auto is not built for --backend onnx yet; use --backend torch")
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The predictor of the chosen backend and what the JSON files say of its model."""
+    if args.backend == "onnx":
+        from garasam.deploy import OnnxPredictor
+
+        predictor = OnnxPredictor(args.exported)
+        source = predictor.config.get("source") or {}
+        return predictor, {
+            "model_type": predictor.config.get("model_type"),
+            "checkpoint": source.get("checkpoint"),
+            "adapters": source.get("adapters"),
+            "exported": str(args.exported),
+            "precision": predictor.config.get("precision", "fp32"),
+        }
+    predictor = from_pretrained(
+        args.adapters, args.checkpoint, args.model_type, args.device, random_weights=args.random_weights
+    )
+    return predictor, {
+        "model_type": model_type_of_config(predictor.model.config),
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+        "adapters": None if args.adapters is None else str(args.adapters),
+        "random_weights": predictor.model.garasam_checkpoint is None,
+    }
+
+
+def _gate_rows(predictor: Any) -> list[dict[str, object]]:
+    """The image's gate statistics as JSON rows, from either backend."""
+    if not hasattr(predictor, "gate_decisions"):
+        return gate_table(predictor.gate_summary())
+    return [
+        {
+            "adapter": name,
+            "block": block_index(name),
+            "mean_active_rank": round(float(decision["active"].mean()), 3),
+            "high_fraction": round(float((decision["segment"] > 0).mean()), 4),
+        }
+        for name, decision in predictor.gate_decisions().items()
+    ]
+
+
 def _predict(args: argparse.Namespace, images: list[Path], prompts: list[UserPrompt]) -> int:
     """Segment every image into `args.out`, then write the run's COCO index of them all."""
-    predictor = from_pretrained(
-        args.adapters,
-        args.checkpoint,
-        args.model_type,
-        args.device,
-        random_weights=args.random_weights,
-    )
-    model_type = model_type_of_config(predictor.model.config)
+    predictor, model_info = _load(args)
+    model_type = model_info["model_type"]
     encoder = encoder_of(model_type) if model_type else "custom"  # HQ-SAM / RobustSAM: their encoder's
     iou_default, stability_default = AUTO_THRESHOLDS.get(encoder, AUTO_THRESHOLDS["sam"])
     if args.pred_iou_thresh is None:
@@ -162,12 +228,6 @@ def _predict(args: argparse.Namespace, images: list[Path], prompts: list[UserPro
         if args.auto
         else None
     )
-    model_info = {
-        "model_type": model_type,
-        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
-        "adapters": None if args.adapters is None else str(args.adapters),
-        "random_weights": predictor.model.garasam_checkpoint is None,
-    }
     # the last run's index goes before the first new mask: an interrupted run must not leave it
     for stale in (COMBINED_IMAGES, COMBINED_RESULTS):
         (args.out / stale).unlink(missing_ok=True)
@@ -186,7 +246,7 @@ def _predict(args: argparse.Namespace, images: list[Path], prompts: list[UserPro
                 | {"score": r["predicted_iou"]}
                 for r in records
             ]
-            gates = generator.gate_summary()
+            gates = gate_table(generator.gate_summary())
             if not records:
                 warnings.warn(
                     f"{path}: no mask passed the thresholds (--pred-iou-thresh {args.pred_iou_thresh}, "
@@ -204,7 +264,7 @@ def _predict(args: argparse.Namespace, images: list[Path], prompts: list[UserPro
             ]
             masks = [mask for _, mask, _ in found]
             entries = [{"prompt": prompt.to_json(), "score": score} for prompt, _, score in found]
-            gates = predictor.gate_summary()
+            gates = _gate_rows(predictor)
         _write_outputs(args.out, name, path, image, masks, entries, prompts, gates, model_info)
         image_id = len(coco_images) + 1
         coco_images.append(
@@ -353,7 +413,7 @@ def _write_outputs(
     masks: list[np.ndarray],
     entries: list[dict[str, Any]],
     prompts: list[UserPrompt],
-    gates: Any,
+    gates: list[dict[str, object]],
     model_info: dict[str, Any],
 ) -> None:
     """Mask PNGs (0/255), an overlay PNG and the JSON (COCO RLE, scores, prompts, gate statistics)."""
@@ -374,6 +434,6 @@ def _write_outputs(
         "width": int(image.shape[1]),
         "model": model_info,
         "masks": entries,
-        "gates": gate_table(gates),
+        "gates": gates,
     }
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=1) + "\n")

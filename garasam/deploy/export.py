@@ -20,7 +20,7 @@ from torch import nn
 
 from garasam.adapters import LoRAConfig, adapter_config, merge_and_unload
 from garasam.adapters.inspect import adapter_layers
-from garasam.deploy.runtime import FORMAT_VERSION, MODEL_JSON
+from garasam.deploy.runtime import FORMAT_VERSION, MODEL_JSON, PRECISIONS
 from garasam.errors import ConfigError
 from garasam.io import atomic_path, atomic_write_text
 from garasam.models.registry import family_of_config, model_type_of_config
@@ -91,9 +91,20 @@ class DecoderGraph(nn.Module):
         return masks, scores
 
 
-def export_onnx(model: nn.Module, out: str | os.PathLike, source: dict[str, object] | None = None) -> Path:
+def export_onnx(
+    model: nn.Module,
+    out: str | os.PathLike,
+    source: dict[str, object] | None = None,
+    precision: str = "fp32",
+) -> Path:
     """Write `encoder.onnx`, `decoder.onnx` and `model.json` for `model` (changed in place: LoRA merged,
-    adapters set to the dense path) into `out`; returns `out`."""
+    adapters set to the dense path) into `out`; returns `out`.
+
+    `precision`: fp32; fp16 (weights and activations, inputs and outputs kept float32); int8
+    (ONNX Runtime's dynamic quantisation: int8 weights of the matrix products, activations
+    quantised on the fly)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     family = family_of_config(model.config)
     if family not in EXPORTABLE_FAMILIES:
         raise ConfigError(
@@ -104,7 +115,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, source: dict[str, obje
     config = adapter_config(model)
     if isinstance(config, LoRAConfig):
         model = merge_and_unload(model)  # fixed-rank: one weight matrix computes it
-    model = model.eval().float()
+    model = model.eval().float().cpu()
     for layer in adapter_layers(model).values():
         layer.fused, layer.rank_kernel = True, False  # dense: every component, masked
     side = int(model.config.vision_config.image_size)
@@ -154,8 +165,11 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, source: dict[str, obje
                 opset_version=OPSET,
                 dynamo=False,
             )
+    for name in ("encoder.onnx", "decoder.onnx"):
+        _convert(out / name, precision)
     description = {
         "format": "onnx",
+        "precision": precision,
         "format_version": FORMAT_VERSION,
         "garasam_version": __version__,
         "torch_version": torch.__version__,
@@ -195,6 +209,31 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, source: dict[str, obje
     }
     atomic_write_text(out / MODEL_JSON, json.dumps(description, indent=2) + "\n")
     return out
+
+
+def _convert(path: Path, precision: str) -> None:
+    """Rewrite the fp32 graph at `path` in `precision` (atomically)."""
+    if precision == "fp32":
+        return
+    import logging
+
+    import onnx
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs every tensor it leaves in float
+    try:
+        with atomic_path(path) as tmp:
+            if precision == "int8":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8)
+            else:
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(tmp))
+    finally:
+        root.setLevel(level)
 
 
 def _graph_inputs(path: Path) -> list[str]:

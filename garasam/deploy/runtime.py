@@ -18,6 +18,7 @@ from garasam.deploy import geometry
 from garasam.errors import CheckpointError, ConfigError, DataError
 
 MODEL_JSON = "model.json"
+PRECISIONS = ("fp32", "fp16", "int8")
 FORMAT_VERSION = 1
 
 

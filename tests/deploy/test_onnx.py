@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from garasam.adapters import GaRAConfig, LoRAConfig, inject_adapters
+from garasam.adapters import GaRAConfig, LoRAConfig, MoELoRAConfig, inject_adapters
 from garasam.adapters.inspect import adapter_layers
 from garasam.cli import main
 from garasam.deploy import OnnxPredictor
@@ -27,14 +27,14 @@ pytest.importorskip("onnxruntime")
 ASSETS = Path(__file__).resolve().parents[2] / "garasam" / "assets"
 
 
-def gated_tiny_sam() -> torch.nn.Module:
-    """The tiny SAM with GaRA whose gates decide differently per window and per image (zero-initialised
-    gates would choose alike everywhere, which would test nothing)."""
+def gated_tiny_sam(config: object = None) -> torch.nn.Module:
+    """The tiny SAM with GaRA (or `config`) whose gates decide differently per window and per image
+    (zero-initialised gates would choose alike everywhere, which would test nothing)."""
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_sam("tiny")
-    inject_adapters(model, GaRAConfig(r_low=4, r_high=8))
+    inject_adapters(model, config or GaRAConfig(r_low=4, r_high=8))
     for layer in adapter_layers(model).values():
         for param in layer.parameters():
             if param.requires_grad:
@@ -105,6 +105,20 @@ def test_a_low_res_mask_feeds_back(exported) -> None:
     ours = onnx.predict(point_coords=[[30, 40]], point_labels=[1], mask_input=low)
     theirs = reference.predict(point_coords=[[30, 40]], point_labels=[1], mask_input=low)
     np.testing.assert_allclose(ours[2], theirs[2], atol=1e-3)
+
+
+def test_moe_lora_exports_with_its_router_decisions(tmp_path) -> None:
+    model = gated_tiny_sam(MoELoRAConfig(expert_ranks=(2, 4, 8)))
+    reference = GaraSamPredictor(copy.deepcopy(model))
+    onnx = OnnxPredictor(export_onnx(model, tmp_path / "moe"))
+    for image in IMAGES:
+        reference.set_image(image)
+        onnx.set_image(image)
+        states = [layer.gate_state for layer in adapter_layers(reference.model).values()]
+        for state, decision in zip(states, onnx.gate_decisions().values(), strict=True):
+            np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
+        ours, theirs = onnx.predict(box=[10, 10, 60, 50]), reference.predict(box=[10, 10, 60, 50])
+        assert (ours[0] != theirs[0]).mean() <= 1e-3
 
 
 def test_lora_is_merged_and_plain_sam_exports(tmp_path) -> None:
@@ -180,3 +194,89 @@ def test_the_command_exports_the_bundled_demo(tmp_path, capsys) -> None:
     assert (onnx.predict(box=box)[0] != reference.predict(box=box)[0]).mean() <= 1e-3
     assert main(["export", "--format", "pt2", "--out", str(tmp_path / "x")]) == 2
     assert "--format pt2 is not built yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_precisions_export_and_run(precision, tmp_path) -> None:
+    """fp16 and int8 (dynamic quantisation) change the numbers: how much is measured in
+    docs/deploy.md; here they must run, record their precision, shrink the files and still segment
+    (IoU with the fp32 export's mask above 0.5: a sanity bound, not a quality claim)."""
+    from garasam.predict import from_pretrained
+
+    folders = {}
+    for kind in ("fp32", precision):
+        model = from_pretrained(ASSETS / "tiny_gara", device="cpu").model
+        folders[kind] = export_onnx(model, tmp_path / kind, precision=kind)
+    assert json.loads((folders[precision] / "model.json").read_text())["precision"] == precision
+    size = {
+        k: sum((f / n).stat().st_size for n in ("encoder.onnx", "decoder.onnx")) for k, f in folders.items()
+    }
+    assert size[precision] < 0.7 * size["fp32"]
+    image = IMAGES[1]
+    masks = {}
+    for kind, folder in folders.items():
+        predictor = OnnxPredictor(folder)
+        predictor.set_image(image)
+        masks[kind] = predictor.predict(box=[20, 30, 100, 160], multimask_output=False)[0][0]
+    union = (masks["fp32"] | masks[precision]).sum()
+    assert union and (masks["fp32"] & masks[precision]).sum() / union > 0.5
+
+
+def test_predict_with_the_onnx_backend_writes_what_the_torch_backend_writes(tmp_path) -> None:
+    folder = tmp_path / "exported"
+    assert main(["export", "--adapters", str(ASSETS / "tiny_gara"), "--out", str(folder)]) == 0
+    sample = str(ASSETS / "samples" / "coffee.jpg")
+    prompt = ["--box", "100,80,400,300", "--point", "250,200"]
+    assert (
+        main(
+            [
+                "predict",
+                sample,
+                *prompt,
+                "--adapters",
+                str(ASSETS / "tiny_gara"),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                sample,
+                *prompt,
+                "--backend",
+                "onnx",
+                "--exported",
+                str(folder),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    torch_json = json.loads((tmp_path / "t" / "coffee.json").read_text())
+    onnx_json = json.loads((tmp_path / "o" / "coffee.json").read_text())
+    assert onnx_json["gates"] == torch_json["gates"]  # the same decisions, so the same statistics
+    from garasam.predict.masks import decode_rle
+
+    ours, theirs = (decode_rle(j["masks"][0]["segmentation"]) for j in (onnx_json, torch_json))
+    assert (ours != theirs).mean() <= 1e-3
+    assert onnx_json["model"]["precision"] == "fp32" and onnx_json["model"]["adapters"] == "tiny_gara"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--backend", "onnx"], "--backend onnx needs --exported DIR"),
+        (["--exported", "x"], "--exported goes with --backend onnx"),
+        (["--backend", "onnx", "--exported", "x", "--adapters", "y"], "leave out --adapters"),
+    ],
+)
+def test_predict_backend_flags_are_checked(extra, message, tmp_path, capsys) -> None:
+    sample = str(ASSETS / "samples" / "coffee.jpg")
+    assert main(["predict", sample, "--box", "1,1,50,50", *extra, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
