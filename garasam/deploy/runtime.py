@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from garasam import arrays
 from garasam.deploy import geometry
-from garasam.errors import CheckpointError, ConfigError, DataError
+from garasam.errors import CheckpointError
 
 MODEL_JSON = "model.json"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -55,13 +56,7 @@ class OnnxPredictor:
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an H x W x 3 uint8 image (RGB, or BGR as OpenCV reads it)."""
-        if image_format not in ("RGB", "BGR"):
-            raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
-            raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
-        if image_format == "BGR":
-            image = np.ascontiguousarray(image[..., ::-1])
+        image = arrays.rgb_image(image, image_format)
         pixels, resized = geometry.preprocess(image, self.side)
         gates = self.config["gates"]
         feeds = {"pixel_values": pixels}
@@ -98,41 +93,19 @@ class OnnxPredictor:
         self._require_image()
         coords, labels = np.zeros((0, 2)), np.zeros((0,))
         if point_coords is not None:
-            if point_labels is None:
-                raise DataError("point_labels must be given with point_coords")
-            coords, labels = _finite(point_coords, "point_coords"), _finite(point_labels, "point_labels")
-            if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (len(coords),):
-                raise DataError(
-                    f"expected point_coords [N, 2] and point_labels [N], got {coords.shape} and {labels.shape}"
-                )
-            if not np.isin(labels, (-1, 0, 1)).all():
-                raise DataError(f"point_labels must be 1, 0 or -1, got {labels.tolist()}")
+            coords, labels = arrays.points(point_coords, point_labels)
         if box is not None:
-            corners = _finite(box, "box")
-            if (
-                corners.size != 4
-                or corners.reshape(4)[2] <= corners.reshape(4)[0]
-                or corners.reshape(4)[3] <= corners.reshape(4)[1]
-            ):
-                raise DataError(
-                    f"box: expected one XYXY box with x0 < x1 and y0 < y1, got {corners.tolist()}"
-                )
-            coords = np.concatenate([coords, corners.reshape(2, 2)])
+            coords = np.concatenate([coords, arrays.box(box).reshape(2, 2)])
             labels = np.concatenate([labels, [2, 3]])  # SAM's labels of a box's two corners
         else:
             coords = np.concatenate([coords, [[0.0, 0.0]]])
             labels = np.concatenate([labels, [-1]])  # the padding point SAM adds without a box
-        low_h, low_w = (4 * s for s in self.embeddings.shape[-2:])
+        low_size = (4 * self.embeddings.shape[-2], 4 * self.embeddings.shape[-1])
         has_mask = np.zeros(1, dtype=np.float32)
-        mask = np.zeros((1, 1, low_h, low_w), dtype=np.float32)
+        mask = np.zeros((1, 1, *low_size), dtype=np.float32)
         if mask_input is not None:
-            given = _finite(mask_input, "mask_input")
-            if given.shape != (1, low_h, low_w):
-                raise DataError(f"mask_input: expected [1, {low_h}, {low_w}], got {list(given.shape)}")
-            mask, has_mask = given[None].astype(np.float32), np.ones(1, dtype=np.float32)
-        for name, flag in (("multimask_output", multimask_output), ("return_logits", return_logits)):
-            if not isinstance(flag, bool | np.bool_):
-                raise DataError(f"{name} must be True or False, got {flag!r}")
+            mask, has_mask = arrays.mask_input(mask_input, low_size)[None], np.ones(1, dtype=np.float32)
+        arrays.flags(multimask_output=multimask_output, return_logits=return_logits)
         scaled = geometry.scale_coords(coords, self.original_size, self.side)
         low_res, scores = self.decoder.run(
             None,
@@ -172,13 +145,3 @@ def read_model_json(folder: Path) -> dict:
     ):
         raise CheckpointError(f"{path}: not an ONNX export of garasam (format_version {FORMAT_VERSION})")
     return config
-
-
-def _finite(value: object, name: str) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{name}: expected numbers, got {type(value).__name__} ({err})") from None
-    if not np.isfinite(array).all():
-        raise DataError(f"{name} holds non-finite values (NaN or inf)")
-    return array

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from transformers import SamModel
 
+from garasam import arrays
 from garasam.adapters import GateSummary
 from garasam.assembly import ModelSpec, build_model, encode
 from garasam.data.transforms import SamTransform
@@ -59,13 +60,7 @@ class GaraSamPredictor:
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Encode an H x W x 3 uint8 image (RGB, or BGR as OpenCV reads it) for later `predict` calls."""
-        if image_format not in ("RGB", "BGR"):
-            raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
-            raise DataError(f"expected an H x W x 3 uint8 image, got shape {image.shape} {image.dtype}")
-        if image_format == "BGR":
-            image = np.ascontiguousarray(image[..., ::-1])
+        image = arrays.rgb_image(image, image_format)
         resized = self.transform.resize_image(image).to(self.device)
         self.set_torch_image(resized[None], (int(image.shape[0]), int(image.shape[1])))
 
@@ -122,35 +117,17 @@ class GaraSamPredictor:
         self._require_image()
         coords = labels = boxes = masks = None
         if point_coords is not None:
-            if point_labels is None:
-                raise DataError("point_labels must be given with point_coords")
-            points = _finite(point_coords, "point_coords")
-            point_labels = _labels(point_labels)
-            if points.ndim != 2 or points.shape[1] != 2 or point_labels.shape != (len(points),):
-                raise DataError(
-                    f"expected point_coords [N, 2] and point_labels [N], got {points.shape} and {point_labels.shape}"
-                )
+            points, point_labels = arrays.points(point_coords, point_labels)
             points = self.transform.apply_coords(points, self.original_size)
             coords = torch.as_tensor(points, dtype=torch.float32, device=self.device)[None]
             labels = torch.as_tensor(point_labels, dtype=torch.int64, device=self.device)[None]
         if box is not None:
-            box = _finite(box, "box")
-            if box.size != 4:
-                raise DataError(f"expected one XYXY box of 4 numbers, got shape {box.shape}")
-            x0, y0, x1, y1 = box.reshape(4)
-            if x1 <= x0 or y1 <= y0:
-                raise DataError(f"box {box.reshape(4).tolist()}: expected x0 < x1 and y0 < y1 (XYXY)")
-            box = self.transform.apply_boxes(box.reshape(1, 4), self.original_size)
+            box = self.transform.apply_boxes(arrays.box(box).reshape(1, 4), self.original_size)
             boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
         if mask_input is not None:
-            mask = _finite(mask_input, "mask_input")
-            if mask.shape != (1, *self.mask_input_size):
-                raise DataError(
-                    f"mask_input: expected [1, {self.mask_input_size[0]}, {self.mask_input_size[1]}] "
-                    f"(a low-resolution logits map predict returned), got {list(mask.shape)}"
-                )
+            mask = arrays.mask_input(mask_input, self.mask_input_size)
             masks = torch.as_tensor(mask, dtype=torch.float32, device=self.device)[None]
-        _flags(multimask_output=multimask_output, return_logits=return_logits)
+        arrays.flags(multimask_output=multimask_output, return_logits=return_logits)
         out_masks, scores, low_res = self.predict_torch(
             coords, labels, boxes, masks, multimask_output, return_logits=return_logits
         )
@@ -183,12 +160,12 @@ class GaraSamPredictor:
         ):
             _check_tensor(name, value, shape)
         if point_labels is not None:
-            _labels(point_labels.cpu().numpy())
             if point_labels.shape != point_coords.shape[:2]:
                 raise DataError(
                     f"point_labels {list(point_labels.shape)} do not match point_coords {list(point_coords.shape)}"
                 )
-        _flags(multimask_output=multimask_output, return_logits=return_logits)
+            arrays.points(point_coords.reshape(-1, 2).cpu().numpy(), point_labels.reshape(-1).cpu().numpy())
+        arrays.flags(multimask_output=multimask_output, return_logits=return_logits)
         sizes = {len(t) for t in (point_coords, boxes, mask_input) if t is not None}
         if len(sizes) > 1:
             raise DataError(
@@ -222,27 +199,6 @@ class GaraSamPredictor:
             raise RuntimeError("set an image with .set_image(...) before asking for masks or embeddings")
 
 
-def _finite(value: object, name: str) -> np.ndarray:
-    """`value` as a float array, refused when it is not numbers or holds NaN / inf."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{name}: expected numbers, got {type(value).__name__} ({err})") from None
-    if not np.isfinite(array).all():
-        raise DataError(f"{name} holds non-finite values (NaN or inf)")
-    return array
-
-
-def _labels(value: object) -> np.ndarray:
-    """Point labels: 1 foreground, 0 background, -1 padding (SAM's convention)."""
-    labels = _finite(value, "point_labels")
-    if not np.isin(labels, (-1, 0, 1)).all():
-        raise DataError(
-            f"point_labels must be 1 (foreground), 0 (background) or -1 (padding), got {labels.tolist()}"
-        )
-    return labels.astype(np.int64)
-
-
 def _check_tensor(name: str, value: torch.Tensor | None, shape: tuple[int | None, ...]) -> None:
     """`value` is None, or a tensor of `shape` (None: any size) with finite values."""
     if value is None:
@@ -258,12 +214,6 @@ def _check_tensor(name: str, value: torch.Tensor | None, shape: tuple[int | None
         raise DataError(f"{name}: expected {wanted}, got {list(value.shape)}")
     if value.is_floating_point() and not torch.isfinite(value).all():
         raise DataError(f"{name} holds non-finite values (NaN or inf)")
-
-
-def _flags(**flags: object) -> None:
-    for name, value in flags.items():
-        if not isinstance(value, bool | np.bool_):
-            raise DataError(f"{name} must be True or False, got {value!r}")
 
 
 def block_index(adapter_name: str) -> int | None:
