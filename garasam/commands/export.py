@@ -23,7 +23,12 @@ FORMATS = ("onnx", "pt2", "pte")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (pt2 and pte: not built yet)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (runs without torch), pt2 (torch.export programs); pte: not built yet",
+    )
     parser.add_argument("--out", type=output_dir, required=True, help="output folder")
     parser.add_argument(
         "--model-type",
@@ -48,12 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.format != "onnx":
-        raise ConfigError(f"--format {args.format} is not built yet; --format onnx is (docs/deploy.md)")
+    if args.format == "pte":
+        raise ConfigError("--format pte is not built yet; --format onnx and pt2 are (docs/deploy.md)")
+    if args.format == "pt2" and args.precision != "fp32":
+        raise ConfigError("--format pt2 is fp32; fp16 and int8 are built for --format onnx")
     import torch
 
     from garasam.assembly import ModelSpec, build_model
-    from garasam.deploy.export import export_onnx
+    from garasam.deploy.export import export_onnx, export_pt2
 
     spec = ModelSpec(args.model_type, args.checkpoint, args.adapters)
     with torch.no_grad():
@@ -64,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
             "checkpoint": None if args.checkpoint is None else Path(args.checkpoint).name,
             "adapters": None if args.adapters is None else Path(args.adapters).name,
         }
-        export_onnx(model, args.out, source, args.precision)
-    print(f"export: encoder.onnx, decoder.onnx and model.json in {args.out}")
+        if args.format == "pt2":
+            export_pt2(model, args.out, source)
+        else:
+            export_onnx(model, args.out, source, args.precision)
+    print(f"export: encoder.{args.format}, decoder.{args.format} and model.json in {args.out}")
     return 0

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from garasam.models.registry import family_of_config, model_type_of_config
 from garasam.version import __version__
 
 OPSET = 17
+MAX_POINTS = 256  # points (box corners included) one decoder call takes in a .pt2
 EXPORTABLE_FAMILIES = ("sam",)  # HQ-SAM, RobustSAM and SAM 2.1: see docs/deploy.md
 
 
@@ -91,29 +93,39 @@ class DecoderGraph(nn.Module):
         return masks, scores
 
 
-def export_onnx(
-    model: nn.Module,
-    out: str | os.PathLike,
-    source: dict[str, object] | None = None,
-    precision: str = "fp32",
-) -> Path:
-    """Write `encoder.onnx`, `decoder.onnx` and `model.json` for `model` (changed in place: LoRA merged,
-    adapters set to the dense path) into `out`; returns `out`.
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
 
-    `precision`: fp32; fp16 (weights and activations, inputs and outputs kept float32); int8
-    (ONNX Runtime's dynamic quantisation: int8 weights of the matrix products, activations
-    quantised on the fly)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+@dataclass
+class Graphs:
+    """The two graphs of one model, with example inputs and the names the files give them."""
+
+    model: nn.Module
+    encoder: EncoderGraph
+    decoder: DecoderGraph
+    encoder_args: tuple[torch.Tensor, ...]
+    encoder_inputs: list[str]
+    encoder_outputs: list[str]
+    decoder_args: tuple[torch.Tensor, ...]
+    adapters: list[str]  # the gated adapters, in the order of their decision outputs
+    grid: tuple[int, int, int] | None
+    adapter_config: dict[str, object] | None  # as the model came, before LoRA was merged
+    merged: bool
+
+
+def prepare_graphs(model: nn.Module) -> Graphs:
+    """`model` made exportable (changed in place: LoRA merged, adapters on the dense path, fp32 on
+    the CPU) and wrapped in the encoder and decoder graphs."""
     family = family_of_config(model.config)
     if family not in EXPORTABLE_FAMILIES:
         raise ConfigError(
             f"export of the {family} family is not built yet (SAM 1's sam family only: tiny, vit_b/l/h); "
             "see docs/deploy.md"
         )
-    out = Path(out)
     config = adapter_config(model)
-    if isinstance(config, LoRAConfig):
+    merged = isinstance(config, LoRAConfig)
+    if merged:
         model = merge_and_unload(model)  # fixed-rank: one weight matrix computes it
     model = model.eval().float().cpu()
     for layer in adapter_layers(model).values():
@@ -121,63 +133,134 @@ def export_onnx(
     side = int(model.config.vision_config.image_size)
     encoder = EncoderGraph(model)
     grid = next((layer.token_grid for layer in encoder.gated if layer.token_grid is not None), None)
-    pixels = torch.zeros(1, 3, side, side)
-    valid = (
-        torch.ones(1, grid[0], grid[0], dtype=torch.bool) if grid else torch.ones(1, 1, 1, dtype=torch.bool)
-    )
     names = [name for name, layer in adapter_layers(model).items() if layer in encoder.gated]
-    decision_names = [f"{kind}_{i}" for i in range(len(names)) for kind in ("segment", "active")]
-    embeddings = torch.zeros_like(model.get_image_embeddings(pixels))
+    pixels = torch.zeros(1, 3, side, side)
+    # the valid area matters only where a gate pools over it alone (gate_pooling: valid)
+    pooled_over_valid = any(
+        getattr(layer.config, "gate_pooling", "all") == "valid" for layer in encoder.gated
+    )
+    args = (
+        (pixels, torch.ones(1, grid[0], grid[0], dtype=torch.bool))
+        if grid and pooled_over_valid
+        else (pixels,)
+    )
+    with torch.no_grad():
+        embeddings = torch.zeros_like(model.get_image_embeddings(pixels))
+    low = 4 * embeddings.shape[-1]
+    return Graphs(
+        model=model,
+        encoder=encoder,
+        decoder=DecoderGraph(model).eval(),
+        encoder_args=args,
+        encoder_inputs=["pixel_values", "valid_tokens"][: len(args)],
+        encoder_outputs=["image_embeddings"]
+        + [f"{kind}_{i}" for i in range(len(names)) for kind in ("segment", "active")],
+        decoder_args=(
+            embeddings,
+            torch.zeros(1, 2, 2),
+            torch.tensor([[1.0, -1.0]]),
+            torch.zeros(1, 1, low, low),
+            torch.zeros(1),
+        ),
+        adapters=names,
+        grid=grid,
+        adapter_config=None if config is None else config.to_dict(),
+        merged=merged,
+    )
+
+
+def export_onnx(
+    model: nn.Module,
+    out: str | os.PathLike,
+    source: dict[str, object] | None = None,
+    precision: str = "fp32",
+) -> Path:
+    """Write `encoder.onnx`, `decoder.onnx` and `model.json` for `model` into `out`; returns `out`.
+
+    `precision`: fp32; fp16 (weights and activations, inputs and outputs kept float32); int8
+    (ONNX Runtime's dynamic quantisation: int8 weights of the matrix products, activations
+    quantised on the fly)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    graphs, out = prepare_graphs(model), Path(out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values read from shapes
-        with atomic_path(out / "encoder.onnx") as tmp:
-            torch.onnx.export(
-                encoder,
-                (pixels, valid) if names else (pixels,),
-                str(tmp),
-                input_names=["pixel_values", "valid_tokens"] if names else ["pixel_values"],
-                output_names=["image_embeddings", *decision_names],
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        decoder = DecoderGraph(model).eval()
-        low = 4 * embeddings.shape[-1]
-        with atomic_path(out / "decoder.onnx") as tmp:
-            torch.onnx.export(
-                decoder,
-                (
-                    embeddings,
-                    torch.zeros(1, 2, 2),
-                    torch.tensor([[1.0, -1.0]]),
-                    torch.zeros(1, 1, low, low),
-                    torch.zeros(1),
-                ),
-                str(tmp),
-                input_names=[
-                    "image_embeddings",
-                    "point_coords",
-                    "point_labels",
-                    "mask_input",
-                    "has_mask_input",
-                ],
-                output_names=["low_res_masks", "iou_predictions"],
-                dynamic_axes={"point_coords": {1: "points"}, "point_labels": {1: "points"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    for name in ("encoder.onnx", "decoder.onnx"):
-        _convert(out / name, precision)
+        for name, graph, args, inputs, outputs, dynamic in (
+            (
+                "encoder.onnx",
+                graphs.encoder,
+                graphs.encoder_args,
+                graphs.encoder_inputs,
+                graphs.encoder_outputs,
+                None,
+            ),
+            (
+                "decoder.onnx",
+                graphs.decoder,
+                graphs.decoder_args,
+                DECODER_INPUTS,
+                DECODER_OUTPUTS,
+                {"point_coords": {1: "points"}, "point_labels": {1: "points"}},
+            ),
+        ):
+            with atomic_path(out / name) as tmp:
+                torch.onnx.export(
+                    graph,
+                    args,
+                    str(tmp),
+                    input_names=inputs,
+                    output_names=outputs,
+                    dynamic_axes=dynamic,
+                    opset_version=OPSET,
+                    dynamo=False,
+                )
+            _convert(out / name, precision)
+    _describe(graphs, out, "onnx", precision, source, ("encoder.onnx", "decoder.onnx"))
+    return out
+
+
+def export_pt2(model: nn.Module, out: str | os.PathLike, source: dict[str, object] | None = None) -> Path:
+    """Write `encoder.pt2`, `decoder.pt2` (torch.export ExportedPrograms) and `model.json` into `out`.
+
+    The same graphs as the ONNX export; they load with `torch.export.load` (torch needed) and are
+    what AOTInductor and ExecuTorch lower."""
+    graphs, out = prepare_graphs(model), Path(out)
+    points = torch.export.Dim("points", min=1, max=MAX_POINTS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, graph, args, dynamic in (
+            ("encoder.pt2", graphs.encoder, graphs.encoder_args, None),
+            ("decoder.pt2", graphs.decoder, graphs.decoder_args, ({}, {1: points}, {1: points}, {}, {})),
+        ):
+            program = torch.export.export(graph, args, dynamic_shapes=dynamic, strict=False)
+            with atomic_path(out / name) as tmp:
+                torch.export.save(program, str(tmp))
+    _describe(graphs, out, "pt2", "fp32", source, ("encoder.pt2", "decoder.pt2"))
+    return out
+
+
+def _describe(
+    graphs: Graphs,
+    out: Path,
+    fmt: str,
+    precision: str,
+    source: dict[str, object] | None,
+    files: tuple[str, str],
+) -> None:
+    """model.json: what a runtime needs to feed the graphs and read their outputs, and provenance."""
+    low = 4 * graphs.decoder_args[0].shape[-1]
+    side = graphs.encoder_args[0].shape[-1]
     description = {
-        "format": "onnx",
+        "format": fmt,
         "precision": precision,
         "format_version": FORMAT_VERSION,
         "garasam_version": __version__,
         "torch_version": torch.__version__,
-        "model_type": model_type_of_config(model.config),
+        "model_type": model_type_of_config(graphs.model.config),
         "source": source or {},
         "adapters": None
-        if config is None
-        else {"config": config.to_dict(), "merged": isinstance(config, LoRAConfig)},
+        if graphs.adapter_config is None
+        else {"config": graphs.adapter_config, "merged": graphs.merged},
         "input": {
             "side": side,
             "geometry": "longest side resized (Pillow bilinear), normalised, zero padded bottom/right",
@@ -185,30 +268,26 @@ def export_onnx(
             "pixel_std": [58.395, 57.12, 57.375],
         },
         "gates": {
-            "adapters": names,
-            # the exporter drops the input where no gate pools over the valid area only (gate_pooling: all)
-            "valid_tokens_input": "valid_tokens" in _graph_inputs(out / "encoder.onnx"),
-            "grid": grid[0] if grid else 1,
-            "patch": grid[2] if grid else side,
+            "adapters": graphs.adapters,
+            "grid": graphs.grid[0] if graphs.grid else 1,
+            "patch": graphs.grid[2] if graphs.grid else side,
         },
         "encoder": {
-            "inputs": ["pixel_values [1, 3, S, S] float32", "valid_tokens [1, g, g] bool"],
-            "outputs": ["image_embeddings [1, 256, g, g]", "segment_i / active_i int64 per gated adapter"],
+            "inputs": graphs.encoder_inputs,
+            "outputs": graphs.encoder_outputs,
+            "shapes": "pixel_values [1, 3, S, S] float32, valid_tokens [1, g, g] bool; image_embeddings [1, C, g, g], "
+            "segment_i / active_i int64 [rows] per gated adapter",
         },
         "decoder": {
-            "inputs": [
-                "image_embeddings",
-                "point_coords [1, N, 2] resized frame",
-                "point_labels [1, N] (-1, 0, 1, 2, 3)",
-                f"mask_input [1, 1, {low}, {low}]",
-                "has_mask_input [1]",
-            ],
-            "outputs": [f"low_res_masks [1, 4, {low}, {low}] (single, then three)", "iou_predictions [1, 4]"],
+            "inputs": DECODER_INPUTS,
+            "outputs": DECODER_OUTPUTS,
+            "shapes": f"point_coords [1, N, 2] (resized frame), point_labels [1, N] (-1, 0, 1, 2, 3), "
+            f"mask_input [1, 1, {low}, {low}], has_mask_input [1]; low_res_masks [1, 4, {low}, {low}] "
+            "(single, then SAM's three), iou_predictions [1, 4]",
         },
-        "files": {name: _digest(out / name) for name in ("encoder.onnx", "decoder.onnx")},
+        "files": {name: _digest(out / name) for name in files},
     }
     atomic_write_text(out / MODEL_JSON, json.dumps(description, indent=2) + "\n")
-    return out
 
 
 def _convert(path: Path, precision: str) -> None:
@@ -234,12 +313,6 @@ def _convert(path: Path, precision: str) -> None:
                 onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(tmp))
     finally:
         root.setLevel(level)
-
-
-def _graph_inputs(path: Path) -> list[str]:
-    import onnx
-
-    return [node.name for node in onnx.load(str(path), load_external_data=False).graph.input]
 
 
 def _digest(path: Path) -> str:

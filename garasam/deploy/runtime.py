@@ -1,9 +1,10 @@
-"""`OnnxPredictor`: an exported GaRA-SAM folder run by ONNX Runtime, without PyTorch.
+"""`OnnxPredictor` (= `ExportedPredictor`): an exported GaRA-SAM folder run without PyTorch.
 
 The SamPredictor API (`set_image`, `predict` with the same arguments and return order) over the
 folder `garasam export --format onnx` writes: `encoder.onnx` (image encoder, adapters and hard gates
 included; the gates' decisions are outputs), `decoder.onnx` (prompt encoder and mask decoder) and
-`model.json` (geometry, names, provenance). Needs onnxruntime, numpy and Pillow only.
+`model.json` (geometry, names, provenance). Needs onnxruntime, numpy and Pillow only; a folder of
+`--format pt2` (torch.export programs of the same graphs) runs the same way with torch installed.
 """
 
 from __future__ import annotations
@@ -23,28 +24,61 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FORMAT_VERSION = 1
 
 
-class OnnxPredictor:
-    """Repeated mask prediction on one image: the encoder runs once per `set_image`."""
+class _OnnxGraph:
+    """One ONNX file in an ONNX Runtime session: `run(feeds)` -> the outputs, as NumPy arrays."""
 
-    def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None) -> None:
+    def __init__(self, path: Path, providers: list[str] | None) -> None:
         import onnxruntime
 
-        self.folder = Path(folder)
-        self.config = read_model_json(self.folder)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
-        chosen = providers or ["CPUExecutionProvider"]
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, feeds)
+
+
+class _Pt2Graph:
+    """One torch.export program (needs torch): `run(feeds)` -> the outputs, as NumPy arrays."""
+
+    def __init__(self, path: Path, inputs: list[str]) -> None:
+        import torch
+
+        self.torch = torch
+        self.module = torch.export.load(str(path)).module()
+        self.inputs = inputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self.torch.inference_mode():
+            outputs = self.module(
+                *(self.torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs)
+            )
+        return [output.numpy() for output in outputs]
+
+
+class ExportedPredictor:
+    """Repeated mask prediction on one image: the encoder runs once per `set_image`.
+
+    Runs a folder of `garasam export`: ONNX files with ONNX Runtime (no torch), or torch.export
+    programs (`--format pt2`, torch needed)."""
+
+    def __init__(self, folder: str | os.PathLike, providers: list[str] | None = None) -> None:
+        self.folder = Path(folder)
+        self.config = read_model_json(self.folder)
+        kind = self.config["format"]
         try:
-            self.encoder = onnxruntime.InferenceSession(
-                str(self.folder / "encoder.onnx"), options, providers=chosen
-            )
-            self.decoder = onnxruntime.InferenceSession(
-                str(self.folder / "decoder.onnx"), options, providers=chosen
-            )
-        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if kind == "onnx":
+                self.encoder = _OnnxGraph(self.folder / "encoder.onnx", providers)
+                self.decoder = _OnnxGraph(self.folder / "decoder.onnx", providers)
+            else:
+                self.encoder = _Pt2Graph(self.folder / "encoder.pt2", self.config["encoder"]["inputs"])
+                self.decoder = _Pt2Graph(self.folder / "decoder.pt2", self.config["decoder"]["inputs"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime and torch raise their own types
             raise CheckpointError(f"{self.folder}: cannot load the exported model ({err})") from None
         self.side = int(self.config["input"]["side"])
-        self.encoder_inputs = {node.name for node in self.encoder.get_inputs()}
+        self.encoder_inputs = set(self.config["encoder"]["inputs"])
         self.reset_image()
 
     def reset_image(self) -> None:
@@ -62,7 +96,7 @@ class OnnxPredictor:
         feeds = {"pixel_values": pixels}
         if "valid_tokens" in self.encoder_inputs:  # absent when no gate pools over the valid area only
             feeds["valid_tokens"] = geometry.valid_tokens(resized, gates["grid"], gates["patch"])
-        outputs = self.encoder.run(None, feeds)
+        outputs = self.encoder.run(feeds)
         self.reset_image()
         self.embeddings = outputs[0]
         names = gates["adapters"]
@@ -108,7 +142,6 @@ class OnnxPredictor:
         arrays.flags(multimask_output=multimask_output, return_logits=return_logits)
         scaled = geometry.scale_coords(coords, self.original_size, self.side)
         low_res, scores = self.decoder.run(
-            None,
             {
                 "image_embeddings": self.embeddings,
                 "point_coords": scaled[None].astype(np.float32),
@@ -141,7 +174,13 @@ def read_model_json(folder: Path) -> dict:
     if (
         not isinstance(config, dict)
         or config.get("format_version") != FORMAT_VERSION
-        or config.get("format") != "onnx"
+        or config.get("format") not in ("onnx", "pt2")
     ):
-        raise CheckpointError(f"{path}: not an ONNX export of garasam (format_version {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: not an export of garasam (format onnx or pt2, version {FORMAT_VERSION})"
+        )
     return config
+
+
+# The name the SamPredictor-style API is documented under (docs/deploy.md).
+OnnxPredictor = ExportedPredictor

@@ -192,8 +192,10 @@ def test_the_command_exports_the_bundled_demo(tmp_path, capsys) -> None:
         np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
     box = np.array([100, 50, 400, 450])
     assert (onnx.predict(box=box)[0] != reference.predict(box=box)[0]).mean() <= 1e-3
-    assert main(["export", "--format", "pt2", "--out", str(tmp_path / "x")]) == 2
-    assert "--format pt2 is not built yet" in capsys.readouterr().err
+    assert main(["export", "--format", "pte", "--out", str(tmp_path / "x")]) == 2
+    assert "--format pte is not built yet" in capsys.readouterr().err
+    assert main(["export", "--format", "pt2", "--precision", "int8", "--out", str(tmp_path / "x")]) == 2
+    assert "--format pt2 is fp32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -280,3 +282,36 @@ def test_predict_backend_flags_are_checked(extra, message, tmp_path, capsys) -> 
     assert main(["predict", sample, "--box", "1,1,50,50", *extra, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_torch_export_programs_equal_eager(tmp_path) -> None:
+    """`--format pt2`: the same graphs as torch.export programs, loaded back and run through the same
+    predictor, equal eager PyTorch (gates included), for any number of points."""
+    from garasam.deploy import ExportedPredictor
+    from garasam.deploy.export import export_pt2
+
+    model = gated_tiny_sam()
+    reference = GaraSamPredictor(copy.deepcopy(model))
+    args = [
+        "export",
+        "--format",
+        "pt2",
+        "--adapters",
+        str(ASSETS / "tiny_gara"),
+        "--out",
+        str(tmp_path / "cli"),
+    ]
+    assert main(args) == 0 and (tmp_path / "cli" / "encoder.pt2").is_file()
+    exported = ExportedPredictor(export_pt2(model, tmp_path / "pt2"))
+    assert json.loads((tmp_path / "pt2" / "model.json").read_text())["format"] == "pt2"
+    for image in IMAGES:
+        reference.set_image(image)
+        exported.set_image(image)
+        np.testing.assert_allclose(exported.embeddings, reference.get_image_embedding().numpy(), atol=1e-5)
+        states = [layer.gate_state for layer in adapter_layers(reference.model).values()]
+        for state, decision in zip(states, exported.gate_decisions().values(), strict=True):
+            np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
+        for prompt in PROMPTS:
+            ours, theirs = exported.predict(**prompt), reference.predict(**prompt)
+            assert (ours[0] != theirs[0]).mean() <= 1e-3
+            np.testing.assert_allclose(ours[1], theirs[1], atol=1e-4)
