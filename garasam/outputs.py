@@ -90,7 +90,7 @@ def _acquire(path: Path, command: str) -> int:
                 "to finish or stop it, or choose another output folder"
             ) from None
         except OSError as err:  # a filesystem without locks: run unguarded rather than not at all
-            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 os.close(fd)
                 raise
             return fd
