@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -153,3 +154,18 @@ def test_pretrain_tiny_refuses_a_weights_file_in_use(tmp_path, capsys) -> None:
         assert main(["pretrain-tiny", "--out", str(out), "--max-steps", "1", "--device", "cpu"]) == 2
     assert "is being written by another garasam process (garasam pretrain-tiny" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_a_filesystem_without_locks_runs_unguarded(code, tmp_path, monkeypatch) -> None:
+    """NFS without lockd (ENOLCK), filesystems without flock (EOPNOTSUPP), Lustre without -o flock
+    (ENOSYS): the command runs rather than failing for want of a lock."""
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with claim_output(tmp_path / "run", "train"):
+        assert (tmp_path / "run").is_dir()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
