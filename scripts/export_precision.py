@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     scores = {name: {kind: {} for kind in ("point", "box")} for name in backends}
     agreement = {name: [] for name in backends if name != "pytorch"}
-    for index in range(len(source)):
+    for index in tqdm(range(len(source)), desc="scenes", unit="scene"):
         item = source[index]
         for view in item.views:
             label = view.condition.label
