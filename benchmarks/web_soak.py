@@ -109,8 +109,7 @@ class Visitor:
 
 def start_server(temp_root: Path, port: int, serve_args: list[str]) -> subprocess.Popen:
     """`garasam serve` with its temp files under `temp_root`; returns once it answers."""
-    env = dict(os.environ, TMPDIR=str(temp_root), GRADIO_TEMP_DIR="")
-    env.pop("GRADIO_TEMP_DIR")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"} | {"TMPDIR": str(temp_root)}
     command = [sys.executable, "-m", "garasam.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--device", "cpu", *serve_args],

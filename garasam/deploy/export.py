@@ -9,7 +9,6 @@ so the gates pool over exactly the tokens they pool over in PyTorch, and each ad
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -23,7 +22,7 @@ from garasam.adapters import LoRAConfig, adapter_config, merge_and_unload
 from garasam.adapters.inspect import adapter_layers
 from garasam.deploy.runtime import FORMAT_VERSION, MODEL_JSON, PRECISIONS
 from garasam.errors import ConfigError
-from garasam.io import atomic_path, atomic_write_text
+from garasam.io import atomic_path, atomic_write_text, file_sha256
 from garasam.models.registry import family_of_config, model_type_of_config
 from garasam.version import __version__
 
@@ -285,7 +284,7 @@ def _describe(
             f"mask_input [1, 1, {low}, {low}], has_mask_input [1]; low_res_masks [1, 4, {low}, {low}] "
             "(single, then SAM's three), iou_predictions [1, 4]",
         },
-        "files": {name: _digest(out / name) for name in files},
+        "files": {name: file_sha256(out / name) for name in files},
     }
     atomic_write_text(out / MODEL_JSON, json.dumps(description, indent=2) + "\n")
 
@@ -313,7 +312,3 @@ def _convert(path: Path, precision: str) -> None:
                 onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(tmp))
     finally:
         root.setLevel(level)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
