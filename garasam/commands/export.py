@@ -5,21 +5,23 @@
         --adapters runs/gara/adapters --out exported/gara_vit_b
 
 Writes encoder.onnx, decoder.onnx and model.json (docs/deploy.md); `garasam.deploy.OnnxPredictor`
-runs them with onnxruntime, numpy and Pillow only.
+runs them with onnxruntime, numpy and Pillow only. `--format pt2|aoti|pte` writes the same graphs as
+torch.export programs, AOTInductor packages or ExecuTorch programs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from garasam.argtypes import output_dir
-from garasam.deploy.runtime import PRECISIONS
+from garasam.deploy.runtime import GRAPH_FILES, PRECISIONS
 from garasam.errors import ConfigError
 from garasam.models.registry import MODEL_TYPES
 from garasam.outputs import claim_output
 
-FORMATS = ("onnx", "pt2", "pte")
+FORMATS = ("onnx", "pt2", "aoti", "pte")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="onnx",
-        help="onnx (runs without torch), pt2 (torch.export programs); pte: not built yet",
+        help="onnx (runs without torch); pt2 (torch.export programs); aoti (AOTInductor packages: "
+        "compiled for this CPU and torch, minutes); pte (ExecuTorch, XNNPACK; needs garasam[pte])",
     )
     parser.add_argument("--out", type=output_dir, required=True, help="output folder")
     parser.add_argument(
@@ -53,14 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.format == "pte":
-        raise ConfigError("--format pte is not built yet; --format onnx and pt2 are (docs/deploy.md)")
-    if args.format == "pt2" and args.precision != "fp32":
-        raise ConfigError("--format pt2 is fp32; fp16 and int8 are built for --format onnx")
+    if args.format == "pte" and importlib.util.find_spec("executorch") is None:
+        raise ConfigError("--format pte needs ExecuTorch: pip install 'garasam[pte]' (executorch)")
+    if args.format != "onnx" and args.precision != "fp32":
+        raise ConfigError(f"--format {args.format} is fp32; fp16 and int8 are built for --format onnx")
     import torch
 
     from garasam.assembly import ModelSpec, build_model
-    from garasam.deploy.export import export_onnx, export_pt2
+    from garasam.deploy.export import export_onnx, export_program
 
     spec = ModelSpec(args.model_type, args.checkpoint, args.adapters)
     with torch.no_grad():
@@ -71,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
             "checkpoint": None if args.checkpoint is None else Path(args.checkpoint).name,
             "adapters": None if args.adapters is None else Path(args.adapters).name,
         }
-        if args.format == "pt2":
-            export_pt2(model, args.out, source)
-        else:
+        if args.format == "onnx":
             export_onnx(model, args.out, source, args.precision)
-    print(f"export: encoder.{args.format}, decoder.{args.format} and model.json in {args.out}")
+        else:
+            export_program(model, args.out, source, args.format)
+    encoder, decoder = GRAPH_FILES[args.format]
+    print(f"export: {encoder}, {decoder} and model.json in {args.out}")
     return 0

@@ -1,5 +1,9 @@
 """Export a SAM (with GaRA, LoRA or MoE-LoRA adapters) to ONNX: encoder, decoder and model.json.
 
+Every image family exports: SAM, HQ-SAM and RobustSAM (whose decoders also read the first global
+block's output) and SAM 2.1 (whose decoder reads two high-resolution maps). The encoder graph
+returns these features beside the embeddings and the decoder graph takes them as inputs.
+
 The adapters export as they run on the fast path: every rank-1 component is computed and multiplied
 by its gate's 0/1 decision (`layer.fused`), so the graph has fixed shapes and no data-dependent
 branch, gather or host read. The valid area of the padded input is a graph input (`valid_tokens`),
@@ -20,20 +24,27 @@ from torch import nn
 
 from garasam.adapters import LoRAConfig, adapter_config, merge_and_unload
 from garasam.adapters.inspect import adapter_layers
-from garasam.deploy.runtime import FORMAT_VERSION, MODEL_JSON, PRECISIONS
+from garasam.deploy.runtime import FORMAT_VERSION, GRAPH_FILES, MODEL_JSON, PRECISIONS
 from garasam.errors import ConfigError
 from garasam.io import atomic_path, atomic_write_text, file_sha256
+from garasam.models.features import encode_images, input_geometry
 from garasam.models.registry import family_of_config, model_type_of_config
 from garasam.version import __version__
 
 OPSET = 17
 MAX_POINTS = 256  # points (box corners included) one decoder call takes in a .pt2
-EXPORTABLE_FAMILIES = ("sam",)  # HQ-SAM, RobustSAM and SAM 2.1: see docs/deploy.md
+# the decoder's inputs beside the embeddings, per family (the encoder's outputs of the same names)
+FEATURE_NAMES = {
+    "sam": [],
+    "hq": ["early_features"],
+    "robust": ["early_features"],
+    "sam2": ["high_res_features_0", "high_res_features_1"],
+}
 
 
 class EncoderGraph(nn.Module):
-    """pixel_values [1, 3, S, S], valid_tokens bool [1, g, g] -> embeddings, then per gated adapter
-    its `segment` and `active` decisions."""
+    """pixel_values [1, 3, S, S], valid_tokens bool [1, g, g] -> embeddings, the features the
+    family's decoder reads besides, then per gated adapter its `segment` and `active` decisions."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -45,25 +56,29 @@ class EncoderGraph(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         for layer in self.gated:
             layer.valid_tokens = valid_tokens
-        embeddings = self.model.get_image_embeddings(pixel_values)
+        features = encode_images(self.model, pixel_values)
         decisions = []
         for layer in self.gated:
             decisions += [layer.gate_state.segment, layer.gate_state.active]
-        return (embeddings, *decisions)
+        return (features.embeddings, *features.intermediate, *decisions)
 
 
 class DecoderGraph(nn.Module):
     """Prompt encoder and mask decoder, SAM's ONNX convention: points with labels (-1 padding,
     0 background, 1 foreground, 2 / 3 a box's corners) in the resized frame, a low-resolution mask
-    input with its flag. Returns the 4 masks (single, then SAM's three) and their IoU estimates."""
+    input with its flag, then the features the family's decoder reads beside the embeddings
+    (`FEATURE_NAMES`). Returns the 4 masks (single, then the three) and their IoU estimates."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.family = family_of_config(model.config)
         self.prompt_encoder = model.prompt_encoder
         self.mask_decoder = model.mask_decoder
         self.side = int(model.config.prompt_encoder_config.image_size)
         with torch.no_grad():
-            self.register_buffer("positions", model.get_image_wide_positional_embeddings().detach().clone())
+            # contiguous: ExecuTorch reads a constant's bytes in their default order (a permuted
+            # buffer, as transformers returns this one, gave wrong masks)
+            self.register_buffer("positions", model.get_image_wide_positional_embeddings().contiguous())
 
     def forward(
         self,
@@ -72,24 +87,55 @@ class DecoderGraph(nn.Module):
         point_labels: torch.Tensor,
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
+        *features: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.prompt_encoder
         labels = point_labels[:, None, :, None]
         sparse = encoder.shared_embedding((point_coords + 0.5)[:, None], (self.side, self.side))
         sparse = torch.where(labels == -1, encoder.not_a_point_embed.weight, sparse)
         for label in range(4):
-            sparse = sparse + (labels == label).to(sparse.dtype) * encoder.point_embed[label].weight
+            sparse = sparse + (labels == label).to(sparse.dtype) * self._point_embedding(label)
         flag = has_mask_input.view(1, 1, 1, 1)
         dense = flag * encoder.mask_embed(mask_input) + (1 - flag) * encoder.no_mask_embed.weight.view(
             1, -1, 1, 1
         )
         outputs = [
-            self.mask_decoder(image_embeddings, self.positions, sparse, dense, multimask_output=multi)
-            for multi in (False, True)
+            self._decode(image_embeddings, sparse, dense, multi, list(features)) for multi in (False, True)
         ]
         masks = torch.cat([outputs[0][0], outputs[1][0]], dim=2)[:, 0]
         scores = torch.cat([outputs[0][1], outputs[1][1]], dim=-1)[:, 0]
         return masks, scores
+
+    def _point_embedding(self, label: int) -> torch.Tensor:
+        """The embedding added to points of `label` (SAM: one module per label; SAM 2: one table)."""
+        table = self.prompt_encoder.point_embed
+        return table.weight[label] if isinstance(table, nn.Embedding) else table[label].weight
+
+    def _decode(
+        self,
+        embeddings: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        multimask: bool,
+        features: list[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The family's mask decoder on one prompt's embeddings: (masks, iou scores)."""
+        extra: dict[str, object] = {}
+        if self.family == "sam2":
+            extra["high_resolution_features"] = features
+        elif self.family in ("hq", "robust"):
+            extra["intermediate_embeddings"] = features
+            if self.family == "hq":
+                extra["hq_token_only"] = False  # SAM's masks plus the HQ token's, as predicted in PyTorch
+        outputs = self.mask_decoder(
+            image_embeddings=embeddings,
+            image_positional_embeddings=self.positions,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            **extra,
+        )
+        return outputs[0], outputs[1]
 
 
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
@@ -105,10 +151,13 @@ class Graphs:
     decoder: DecoderGraph
     encoder_args: tuple[torch.Tensor, ...]
     encoder_inputs: list[str]
+    features: list[str]  # the encoder's outputs the decoder reads: the embeddings, then the family's
     encoder_outputs: list[str]
     decoder_args: tuple[torch.Tensor, ...]
+    decoder_inputs: list[str]
     adapters: list[str]  # the gated adapters, in the order of their decision outputs
     grid: tuple[int, int, int] | None
+    square: bool  # SAM 2's geometry: the image stretched to the square (else: longest side, padded)
     adapter_config: dict[str, object] | None  # as the model came, before LoRA was merged
     merged: bool
 
@@ -117,11 +166,6 @@ def prepare_graphs(model: nn.Module) -> Graphs:
     """`model` made exportable (changed in place: LoRA merged, adapters on the dense path, fp32 on
     the CPU) and wrapped in the encoder and decoder graphs."""
     family = family_of_config(model.config)
-    if family not in EXPORTABLE_FAMILIES:
-        raise ConfigError(
-            f"export of the {family} family is not built yet (SAM 1's sam family only: tiny, vit_b/l/h); "
-            "see docs/deploy.md"
-        )
     config = adapter_config(model)
     merged = isinstance(config, LoRAConfig)
     if merged:
@@ -129,13 +173,14 @@ def prepare_graphs(model: nn.Module) -> Graphs:
     model = model.eval().float().cpu()
     for layer in adapter_layers(model).values():
         layer.fused, layer.rank_kernel = True, False  # dense: every component, masked
-    side = int(model.config.vision_config.image_size)
+    side, square = input_geometry(model)
     encoder = EncoderGraph(model)
     grid = next((layer.token_grid for layer in encoder.gated if layer.token_grid is not None), None)
     names = [name for name, layer in adapter_layers(model).items() if layer in encoder.gated]
     pixels = torch.zeros(1, 3, side, side)
-    # the valid area matters only where a gate pools over it alone (gate_pooling: valid)
-    pooled_over_valid = any(
+    # the valid area matters only where a gate pools over it alone (gate_pooling: valid) and the
+    # image does not fill the square (SAM 2 stretches it)
+    pooled_over_valid = not square and any(
         getattr(layer.config, "gate_pooling", "all") == "valid" for layer in encoder.gated
     )
     args = (
@@ -144,25 +189,33 @@ def prepare_graphs(model: nn.Module) -> Graphs:
         else (pixels,)
     )
     with torch.no_grad():
-        embeddings = torch.zeros_like(model.get_image_embeddings(pixels))
-    low = 4 * embeddings.shape[-1]
+        features = encode_images(model, pixels)
+    # plain (contiguous) examples: the encoder's embeddings come channels-last, and torch.export
+    # programs keep an example's strides as the layout they expect (NumPy arrays arrive contiguous)
+    features = [torch.zeros(t.shape) for t in (features.embeddings, *features.intermediate)]
+    feature_names = ["image_embeddings", *FEATURE_NAMES[family]]
+    low = 4 * features[0].shape[-1]
     return Graphs(
         model=model,
         encoder=encoder,
         decoder=DecoderGraph(model).eval(),
         encoder_args=args,
         encoder_inputs=["pixel_values", "valid_tokens"][: len(args)],
-        encoder_outputs=["image_embeddings"]
+        features=feature_names,
+        encoder_outputs=feature_names
         + [f"{kind}_{i}" for i in range(len(names)) for kind in ("segment", "active")],
         decoder_args=(
-            embeddings,
+            features[0],
             torch.zeros(1, 2, 2),
             torch.tensor([[1.0, -1.0]]),
             torch.zeros(1, 1, low, low),
             torch.zeros(1),
+            *features[1:],
         ),
+        decoder_inputs=DECODER_INPUTS + feature_names[1:],
         adapters=names,
         grid=grid,
+        square=square,
         adapter_config=None if config is None else config.to_dict(),
         merged=merged,
     )
@@ -186,7 +239,7 @@ def export_onnx(
         warnings.simplefilter("ignore")  # tracer warnings about Python values read from shapes
         for name, graph, args, inputs, outputs, dynamic in (
             (
-                "encoder.onnx",
+                GRAPH_FILES["onnx"][0],
                 graphs.encoder,
                 graphs.encoder_args,
                 graphs.encoder_inputs,
@@ -194,10 +247,10 @@ def export_onnx(
                 None,
             ),
             (
-                "decoder.onnx",
+                GRAPH_FILES["onnx"][1],
                 graphs.decoder,
                 graphs.decoder_args,
-                DECODER_INPUTS,
+                graphs.decoder_inputs,
                 DECODER_OUTPUTS,
                 {"point_coords": {1: "points"}, "point_labels": {1: "points"}},
             ),
@@ -214,28 +267,63 @@ def export_onnx(
                     dynamo=False,
                 )
             _convert(out / name, precision)
-    _describe(graphs, out, "onnx", precision, source, ("encoder.onnx", "decoder.onnx"))
+    _describe(graphs, out, "onnx", precision, source, GRAPH_FILES["onnx"])
     return out
 
 
-def export_pt2(model: nn.Module, out: str | os.PathLike, source: dict[str, object] | None = None) -> Path:
-    """Write `encoder.pt2`, `decoder.pt2` (torch.export ExportedPrograms) and `model.json` into `out`.
+def export_program(
+    model: nn.Module,
+    out: str | os.PathLike,
+    source: dict[str, object] | None = None,
+    fmt: str = "pt2",
+) -> Path:
+    """Write the two graphs as torch.export programs, lowered as `fmt` says, and `model.json`.
 
-    The same graphs as the ONNX export; they load with `torch.export.load` (torch needed) and are
-    what AOTInductor and ExecuTorch lower."""
+    `pt2`: the ExportedPrograms (`encoder.pt2`, `decoder.pt2`; load with `torch.export.load`).
+    `aoti`: AOTInductor packages (`encoder.aoti.pt2`, ...): compiled C++ for this machine's CPU and
+    this torch version, loaded with `torch._inductor.aoti_load_package` (minutes to compile).
+    `pte`: ExecuTorch programs (`encoder.pte`, ...) with every operator XNNPACK takes delegated to
+    it, the rest on ExecuTorch's portable kernels (needs `pip install 'garasam[pte]'`).
+    The same graphs as the ONNX export; the decoder takes 1 to `MAX_POINTS` points."""
+    if fmt not in _LOWER:
+        raise ConfigError(f"format must be one of {', '.join(_LOWER)}, got {fmt!r}")
     graphs, out = prepare_graphs(model), Path(out)
     points = torch.export.Dim("points", min=1, max=MAX_POINTS)
+    extra = graphs.features[1:]  # the decoder's *features: one tuple entry when the family has any
+    decoder_shapes = ({}, {1: points}, {1: points}, {}, {}) + ((tuple({} for _ in extra),) if extra else ())
+    files = GRAPH_FILES[fmt]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # valid_tokens assigned during export: a plain input here
         for name, graph, args, dynamic in (
-            ("encoder.pt2", graphs.encoder, graphs.encoder_args, None),
-            ("decoder.pt2", graphs.decoder, graphs.decoder_args, ({}, {1: points}, {1: points}, {}, {})),
+            (files[0], graphs.encoder, graphs.encoder_args, None),
+            (files[1], graphs.decoder, graphs.decoder_args, decoder_shapes),
         ):
             program = torch.export.export(graph, args, dynamic_shapes=dynamic, strict=False)
-            with atomic_path(out / name) as tmp:
-                torch.export.save(program, str(tmp))
-    _describe(graphs, out, "pt2", "fp32", source, ("encoder.pt2", "decoder.pt2"))
+            with atomic_path(out / name) as tmp, open(tmp, "wb") as handle:
+                _LOWER[fmt](program, handle)  # a handle: torch wants paths ending .pt2, not .tmp
+    _describe(graphs, out, fmt, "fp32", source, files)
     return out
+
+
+def _save_program(program: torch.export.ExportedProgram, handle: object) -> None:
+    torch.export.save(program, handle)
+
+
+def _compile_aoti(program: torch.export.ExportedProgram, handle: object) -> None:
+    torch._inductor.aoti_compile_and_package(program, package_path=handle)
+
+
+def _lower_executorch(program: torch.export.ExportedProgram, handle: object) -> None:
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise ConfigError("--format pte needs ExecuTorch: pip install 'garasam[pte]' (executorch)") from None
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    lowered.to_executorch().write_to_file(handle)
+
+
+_LOWER = {"pt2": _save_program, "aoti": _compile_aoti, "pte": _lower_executorch}
 
 
 def _describe(
@@ -249,6 +337,11 @@ def _describe(
     """model.json: what a runtime needs to feed the graphs and read their outputs, and provenance."""
     low = 4 * graphs.decoder_args[0].shape[-1]
     side = graphs.encoder_args[0].shape[-1]
+    geometry = (
+        "stretched to the square (Pillow bilinear), normalised"
+        if graphs.square
+        else "longest side resized (Pillow bilinear), normalised, zero padded bottom/right"
+    )
     description = {
         "format": fmt,
         "precision": precision,
@@ -262,7 +355,8 @@ def _describe(
         else {"config": graphs.adapter_config, "merged": graphs.merged},
         "input": {
             "side": side,
-            "geometry": "longest side resized (Pillow bilinear), normalised, zero padded bottom/right",
+            "square": graphs.square,
+            "geometry": geometry,
             "pixel_mean": [123.675, 116.28, 103.53],
             "pixel_std": [58.395, 57.12, 57.375],
         },
@@ -274,12 +368,17 @@ def _describe(
         "encoder": {
             "inputs": graphs.encoder_inputs,
             "outputs": graphs.encoder_outputs,
+            "features": graphs.features,
             "shapes": "pixel_values [1, 3, S, S] float32, valid_tokens [1, g, g] bool; image_embeddings [1, C, g, g], "
+            "the features the decoder reads besides (HQ-SAM, RobustSAM: early_features [1, g, g, D]; SAM 2.1: "
+            "high_res_features_0 [1, C/8, 4g, 4g], high_res_features_1 [1, C/4, 2g, 2g]), "
             "segment_i / active_i int64 [rows] per gated adapter",
         },
         "decoder": {
-            "inputs": DECODER_INPUTS,
+            "inputs": graphs.decoder_inputs,
             "outputs": DECODER_OUTPUTS,
+            # SAM 2's prompt encoder adds its padding point after a box too; SAM's only without a box
+            "padding_point": "always" if graphs.decoder.family == "sam2" else "without a box",
             "shapes": f"point_coords [1, N, 2] (resized frame), point_labels [1, N] (-1, 0, 1, 2, 3), "
             f"mask_input [1, 1, {low}, {low}], has_mask_input [1]; low_res_masks [1, 4, {low}, {low}] "
             "(single, then SAM's three), iou_predictions [1, 4]",

@@ -107,7 +107,8 @@ class HQSamMaskDecoder(SamHQMaskDecoder):
         )
         iou_pred = self.iou_prediction_head(iou_token_out)
         if multimask_output:  # the three ambiguity masks, best-scored first (as transformers orders them)
-            iou_pred, order = iou_pred[:, :, 1:sam_tokens].sort(dim=2, descending=True)
+            # topk over all three is a descending sort that ExecuTorch's kernels have (no aten::sort)
+            iou_pred, order = iou_pred[:, :, 1:sam_tokens].topk(sam_tokens - 1, dim=2)
             masks_sam = masks_sam[:, :, 1:sam_tokens].gather(
                 2, order[..., None, None].expand(-1, -1, -1, *masks_sam.shape[-2:])
             )

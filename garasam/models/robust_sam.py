@@ -57,7 +57,12 @@ class KernelSelector(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, channels, height, width = features.shape
-        pooled = F.adaptive_avg_pool2d(features, self.grid).reshape(batch, -1)
+        cells = self.grid
+        if height % cells == 0 and width % cells == 0:  # the same means with fixed shapes (ONNX export)
+            pooled = features.reshape(batch, channels, cells, height // cells, cells, width // cells)
+            pooled = pooled.mean(dim=(3, 5)).reshape(batch, -1)
+        else:
+            pooled = F.adaptive_avg_pool2d(features, cells).reshape(batch, -1)
         hidden = F.relu(self.fc(pooled))
         shape = (batch, channels, self.grid, self.grid)
         weights = torch.stack([self.attention_a(hidden).view(shape), self.attention_b(hidden).view(shape)])
@@ -157,13 +162,14 @@ class RobustTokenBlock(nn.Module):
 
     def __init__(self, hidden_size: int, num_mask_tokens: int) -> None:
         super().__init__()
-        self.width = hidden_size // num_mask_tokens
+        self.hidden_size, self.width = hidden_size, hidden_size // num_mask_tokens
         self.fc1 = nn.Linear(self.width, self.width)
         self.fc2 = nn.Linear(self.width, self.width * num_mask_tokens)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        normed = F.layer_norm(tokens, tokens.shape[-1:], eps=_INSTANCE_NORM_EPS)
-        normed = F.layer_norm(normed, normed.shape[-1:], eps=_INSTANCE_NORM_EPS)
+        width = (self.hidden_size,)  # a constant, not read from the tensor: the ONNX tracer needs one
+        normed = F.layer_norm(tokens, width, eps=_INSTANCE_NORM_EPS)
+        normed = F.layer_norm(normed, width, eps=_INSTANCE_NORM_EPS)
         return self.fc2(F.relu(self.fc1(normed[..., : self.width])))
 
 

@@ -27,13 +27,14 @@ pytest.importorskip("onnxruntime")
 ASSETS = Path(__file__).resolve().parents[2] / "garasam" / "assets"
 
 
-def gated_tiny_sam(config: object = None) -> torch.nn.Module:
-    """The tiny SAM with GaRA (or `config`) whose gates decide differently per window and per image
-    (zero-initialised gates would choose alike everywhere, which would test nothing)."""
+def gated_tiny_sam(config: object = None, model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The tiny SAM (or `model`) with GaRA (or `config`) whose gates decide differently per window
+    and per image (zero-initialised gates would choose alike everywhere, which would test nothing)."""
     torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build_sam("tiny")
+    if model is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_sam("tiny")
     inject_adapters(model, config or GaRAConfig(r_low=4, r_high=8))
     for layer in adapter_layers(model).values():
         for param in layer.parameters():
@@ -171,6 +172,47 @@ def test_bad_prompts_and_folders_are_named(exported, tmp_path) -> None:
         OnnxPredictor(tmp_path)
 
 
+def _copy_of(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: (f / "decoder.onnx").unlink(), r"decoder.onnx: missing"),
+        (lambda f: (f / "encoder.onnx").write_bytes(b"\0" * 64), r"encoder.onnx: its sha256 differs"),
+        (lambda f: _edit(f, format_version=1), r"this one says version 1\); export the model again"),
+        (lambda f: _edit(f, input={"side": "256", "square": False}), r"input.side = '256' is not valid"),
+        (lambda f: _edit(f, decoder={"inputs": ["image_embeddings"]}), r"decoder.padding_point is missing"),
+        (lambda f: _edit(f, files={"encoder.onnx": "0"}), r"files must list decoder.onnx and encoder.onnx"),
+        (lambda f: (f / "model.json").write_text("{"), r"model.json: unreadable"),
+    ],
+    ids=[
+        "missing_graph",
+        "changed_graph",
+        "old_version",
+        "edited_side",
+        "edited_decoder",
+        "edited_files",
+        "not_json",
+    ],
+)
+def test_damaged_export_folders_are_refused_by_name(exported, tmp_path, damage, message) -> None:
+    """A graph missing or changed, another version's folder, a hand-edited model.json: one line
+    naming the file and what to do, before any session is built."""
+    folder = _copy_of(exported[2], tmp_path)
+    damage(folder)
+    with pytest.raises(CheckpointError, match=message):
+        OnnxPredictor(folder)
+
+
+def _edit(folder: Path, **changes: object) -> None:
+    path = folder / "model.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 def test_the_command_exports_the_bundled_demo(tmp_path, capsys) -> None:
     out = tmp_path / "exported"
     args = ["export", "--format", "onnx", "--adapters", str(ASSETS / "tiny_gara"), "--out", str(out)]
@@ -192,8 +234,6 @@ def test_the_command_exports_the_bundled_demo(tmp_path, capsys) -> None:
         np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
     box = np.array([100, 50, 400, 450])
     assert (onnx.predict(box=box)[0] != reference.predict(box=box)[0]).mean() <= 1e-3
-    assert main(["export", "--format", "pte", "--out", str(tmp_path / "x")]) == 2
-    assert "--format pte is not built yet" in capsys.readouterr().err
     assert main(["export", "--format", "pt2", "--precision", "int8", "--out", str(tmp_path / "x")]) == 2
     assert "--format pt2 is fp32" in capsys.readouterr().err
 
@@ -288,7 +328,7 @@ def test_torch_export_programs_equal_eager(tmp_path) -> None:
     """`--format pt2`: the same graphs as torch.export programs, loaded back and run through the same
     predictor, equal eager PyTorch (gates included), for any number of points."""
     from garasam.deploy import ExportedPredictor
-    from garasam.deploy.export import export_pt2
+    from garasam.deploy.export import export_program
 
     model = gated_tiny_sam()
     reference = GaraSamPredictor(copy.deepcopy(model))
@@ -302,7 +342,7 @@ def test_torch_export_programs_equal_eager(tmp_path) -> None:
         str(tmp_path / "cli"),
     ]
     assert main(args) == 0 and (tmp_path / "cli" / "encoder.pt2").is_file()
-    exported = ExportedPredictor(export_pt2(model, tmp_path / "pt2"))
+    exported = ExportedPredictor(export_program(model, tmp_path / "pt2"))
     assert json.loads((tmp_path / "pt2" / "model.json").read_text())["format"] == "pt2"
     for image in IMAGES:
         reference.set_image(image)
@@ -315,3 +355,113 @@ def test_torch_export_programs_equal_eager(tmp_path) -> None:
             ours, theirs = exported.predict(**prompt), reference.predict(**prompt)
             assert (ours[0] != theirs[0]).mean() <= 1e-3
             np.testing.assert_allclose(ours[1], theirs[1], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fmt"),
+    [("hq_tiny", "onnx"), ("robust_tiny", "onnx"), ("sam2.1_mini", "onnx"), ("sam2.1_mini", "pt2")],
+)
+def test_every_family_exports_and_equals_pytorch(model_type, fmt, tmp_path) -> None:
+    """HQ-SAM and RobustSAM (the decoder reads the encoder's early features) and SAM 2.1 (two
+    high-resolution maps, the image stretched to the square): embeddings, gate decisions, masks,
+    scores and logits as PyTorch computes them."""
+    from garasam.deploy import ExportedPredictor
+    from garasam.deploy.export import export_program
+
+    model = gated_model(model_type)
+    reference = GaraSamPredictor(copy.deepcopy(model))
+    if fmt == "onnx":
+        exported = ExportedPredictor(export_onnx(model, tmp_path / model_type))
+    else:
+        exported = ExportedPredictor(export_program(model, tmp_path / model_type, fmt=fmt))
+    description = json.loads((tmp_path / model_type / "model.json").read_text())
+    assert description["input"]["square"] is (model_type == "sam2.1_mini")
+    assert len(description["encoder"]["features"]) == {"hq_tiny": 2, "robust_tiny": 2}.get(model_type, 3)
+    assert_equals_pytorch(exported, reference)
+
+
+def gated_model(model_type: str) -> torch.nn.Module:
+    """`model_type` (random weights but the bundled tiny SAM's) with GaRA whose gates vary."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_sam(model_type)
+    return gated_tiny_sam(GaRAConfig(r_low=4, r_high=8), model)
+
+
+def assert_equals_pytorch(exported: object, reference: GaraSamPredictor) -> None:
+    """Embeddings, gate decisions, masks, scores and logits of every image and prompt as PyTorch's.
+    Random-weight decoders give small logits, so the tolerances are relative to their size."""
+    for image in IMAGES:
+        reference.set_image(image)
+        exported.set_image(image)
+        theirs = reference.get_image_embedding().numpy()
+        np.testing.assert_allclose(exported.embeddings, theirs, atol=1e-4 * max(1.0, np.abs(theirs).max()))
+        states = [layer.gate_state for layer in adapter_layers(reference.model).values()]
+        assert len(exported.gate_decisions()) == len(states) > 0
+        for state, decision in zip(states, exported.gate_decisions().values(), strict=True):
+            np.testing.assert_array_equal(decision["segment"], state.segment.numpy())
+            np.testing.assert_array_equal(decision["active"], state.active.numpy())
+        for prompt in PROMPTS:
+            for multimask in (True, False):
+                ours = exported.predict(**prompt, multimask_output=multimask)
+                theirs = reference.predict(**prompt, multimask_output=multimask)
+                assert ours[0].shape == theirs[0].shape == ((3 if multimask else 1), *image.shape[:2])
+                # 1e-3 of the logits' peak, capped at 1e-3 (the trained tiny SAM's logits reach ~30)
+                tolerance = 1e-3 * min(1.0, np.abs(theirs[2]).max())
+                # masks: a pixel may flip only where PyTorch's logit is within the tolerance of 0
+                logits = reference.predict(**prompt, multimask_output=multimask, return_logits=True)[0]
+                assert not ((ours[0] != theirs[0]) & (np.abs(logits) > tolerance)).any()
+                np.testing.assert_allclose(
+                    ours[1], theirs[1], atol=max(tolerance, 1e-4 * np.abs(theirs[1]).max())
+                )
+                np.testing.assert_allclose(ours[2], theirs[2], atol=tolerance)
+
+
+@pytest.mark.parametrize("model_type", ["hq_tiny", "robust_tiny", "sam2.1_mini"])
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_every_family_exports_at_reduced_precision(model_type, precision, tmp_path) -> None:
+    """fp16 and int8 of the other families export, record their precision and run: finite masks and
+    scores of the right shapes (their weights are random here, so no accuracy is claimed)."""
+    folder = export_onnx(gated_model(model_type), tmp_path / precision, precision=precision)
+    assert json.loads((folder / "model.json").read_text())["precision"] == precision
+    predictor = OnnxPredictor(folder)
+    predictor.set_image(IMAGES[0])
+    masks, scores, low_res = predictor.predict(box=[10, 10, 60, 50])
+    assert (
+        masks.shape == (3, *IMAGES[0].shape[:2]) and np.isfinite(scores).all() and np.isfinite(low_res).all()
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fmt"),
+    [("tiny", "aoti"), ("tiny", "pte"), ("hq_tiny", "pte"), ("sam2.1_mini", "pte")],
+)
+def test_compiled_programs_equal_eager(model_type, fmt, tmp_path) -> None:
+    """`--format aoti` (AOTInductor: C++ compiled for this CPU) and `--format pte` (ExecuTorch with
+    XNNPACK), loaded back and run by their runtimes, equal eager PyTorch, gates included."""
+    from garasam.deploy import ExportedPredictor
+    from garasam.deploy.export import export_program
+
+    if fmt == "pte":
+        pytest.importorskip("executorch")
+    model = gated_tiny_sam() if model_type == "tiny" else gated_model(model_type)
+    reference = GaraSamPredictor(copy.deepcopy(model))
+    folder = export_program(model, tmp_path / fmt, fmt=fmt)
+    assert_equals_pytorch(ExportedPredictor(folder), reference)
+    if fmt == "aoti":  # compiled code for one torch: another's package is refused by name
+        _edit(folder, torch_version="2.0.0")
+        with pytest.raises(CheckpointError, match=r"run only under the torch that compiled them \(2.0.0\)"):
+            ExportedPredictor(folder)
+
+
+def test_pte_without_executorch_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else real(name, *a)
+    )
+    assert main(["export", "--format", "pte", "--out", str(tmp_path / "x")]) == 2
+    assert "pip install 'garasam[pte]'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
