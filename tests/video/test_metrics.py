@@ -1,0 +1,83 @@
+"""J and F (DAVIS's measures) on hand-made masks with known answers, and F against an independent
+formulation (distances from a Euclidean distance transform instead of a dilation)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from garasam.video.metrics import boundary_map, boundary_measure, region_similarity
+
+
+def square(top: int, left: int, side: int, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def test_region_similarity_of_known_overlaps() -> None:
+    a, b = square(10, 10, 20), square(10, 20, 20)  # 20 x 10 shared, 20 x 30 union
+    assert region_similarity(a, b) == pytest.approx(200 / 600)
+    assert region_similarity(a, a) == 1.0
+    assert region_similarity(a, square(40, 50, 10)) == 0.0
+    empty = np.zeros((60, 80), dtype=bool)
+    assert region_similarity(empty, empty) == 1.0 and region_similarity(a, empty) == 0.0
+
+
+def test_boundary_is_one_pixel_and_not_the_image_edge() -> None:
+    edge = boundary_map(square(10, 10, 5))
+    assert edge.sum() > 0 and edge[12, 12] == 0  # the interior is no boundary
+    assert boundary_map(np.ones((6, 6), dtype=bool)).sum() == 0  # a full frame has none
+
+
+def test_boundary_measure_tolerates_shifts_within_its_radius_only() -> None:
+    a = square(10, 10, 20)
+    diagonal = math.hypot(60, 80)  # 100: the DAVIS tolerance 0.008 is 0.8, rounded up to 1 pixel
+    assert diagonal == 100
+    assert boundary_measure(a, a) == 1.0
+    assert boundary_measure(a, np.roll(a, 1, axis=1)) == 1.0  # 1 pixel: within the tolerance
+    assert boundary_measure(a, np.roll(a, 4, axis=1)) < 1.0
+    assert boundary_measure(a, np.roll(a, 4, axis=1), bound_th=4) == 1.0  # 4 pixels allowed
+    assert boundary_measure(a, square(45, 60, 5)) == 0.0  # far apart
+    empty = np.zeros_like(a)
+    assert boundary_measure(empty, empty) == 1.0 and boundary_measure(a, empty) == 0.0
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(ValueError, match="same H x W"):
+        region_similarity(np.zeros((4, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="bound_th"):
+        boundary_measure(np.zeros((4, 4)), np.zeros((4, 4)), bound_th=float("nan"))
+
+
+def _f_by_distance(prediction: np.ndarray, target: np.ndarray, radius: float) -> float:
+    """F with matches found by distance (<= radius) to the other boundary: the same definition,
+    computed without a structuring element."""
+    ours, theirs = boundary_map(prediction), boundary_map(target)
+    if not ours.any() and not theirs.any():
+        return 1.0
+    if not ours.any() or not theirs.any():
+        return 0.0
+    to_theirs = ndimage.distance_transform_edt(~theirs)
+    to_ours = ndimage.distance_transform_edt(~ours)
+    precision = (to_theirs[ours] <= radius).mean()
+    recall = (to_ours[theirs] <= radius).mean()
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_boundary_measure_equals_a_distance_transform_formulation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+    masks = []
+    for _ in range(2):  # blobs: smoothed noise thresholded, so boundaries are long and irregular
+        noise = ndimage.gaussian_filter(rng.normal(size=shape), sigma=float(rng.uniform(1, 5)))
+        masks.append(noise > rng.uniform(-0.05, 0.05))
+    radius = math.ceil(0.008 * math.hypot(*shape))
+    for bound_th, r in ((0.008, radius), (3, 3)):
+        assert boundary_measure(*masks, bound_th=bound_th) == pytest.approx(
+            _f_by_distance(*masks, r), abs=1e-12
+        )
