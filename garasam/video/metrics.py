@@ -5,11 +5,14 @@ boundaries: a boundary pixel counts as matched when the other mask's boundary pa
 tolerance of `bound_th` x the image diagonal (DAVIS: 0.008), rounded up to whole pixels; F is the
 harmonic mean of the matched fractions of both boundaries. Two empty masks score 1 on both (DAVIS's
 convention: nothing to find, nothing found), one empty mask against a non-empty one scores 0.
+Per sequence, DAVIS reports each measure's mean, recall and decay (`statistics`) over the frames
+between the first and the last (`sequence_measures`); J&F is the mean of J's and F's means.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -81,3 +84,55 @@ def _pair(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.nd
             f"expected two masks of one frame with the same H x W, got {prediction.shape} and {target.shape}"
         )
     return prediction.astype(bool), target.astype(bool)
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """DAVIS's summary of one measure over the frames of a sequence: its mean, its recall (the share
+    of frames scoring above 0.5) and its decay (the mean of the first quarter of the frames minus
+    that of the last quarter: how much the tracking degrades over time)."""
+
+    mean: float
+    recall: float
+    decay: float
+
+
+def statistics(per_frame: np.ndarray) -> Statistics:
+    """`Statistics` of per-frame values (NaN frames, where an object is absent from both masks in a
+    protocol that skips them, are left out)."""
+    values = np.asarray(per_frame, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"expected a 1-D array of per-frame values, got shape {values.shape}")
+    quarters = np.array_split(np.arange(values.size), 4)
+    with np.errstate(invalid="ignore"):
+        mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        recall = float(np.nanmean(np.where(np.isnan(values), np.nan, values > 0.5)))
+        first, last = (values[q][np.isfinite(values[q])] for q in (quarters[0], quarters[-1]))
+        decay = float(first.mean() - last.mean()) if first.size and last.size else math.nan
+    return Statistics(mean, recall, decay)
+
+
+def sequence_measures(
+    predictions: np.ndarray, targets: np.ndarray, bound_th: float = DAVIS_BOUND_TH, skip_ends: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """J and F per object and frame, `[objects, frames]` each, of boolean masks `[objects, frames,
+    H, W]`. `skip_ends`: leave out the first frame (the given annotation in the semi-supervised
+    protocol) and the last, as DAVIS 2017's evaluation does."""
+    predictions, targets = np.asarray(predictions), np.asarray(targets)
+    if predictions.ndim != 4 or predictions.shape != targets.shape:
+        raise ValueError(
+            f"expected predictions and targets [objects, frames, H, W] of one shape, got "
+            f"{predictions.shape} and {targets.shape}"
+        )
+    if skip_ends:
+        if predictions.shape[1] < 3:
+            raise ValueError(f"skip_ends needs at least 3 frames, got {predictions.shape[1]}")
+        predictions, targets = predictions[:, 1:-1], targets[:, 1:-1]
+    objects, frames = predictions.shape[:2]
+    region = np.empty((objects, frames))
+    boundary = np.empty((objects, frames))
+    for o in range(objects):
+        for f in range(frames):
+            region[o, f] = region_similarity(predictions[o, f], targets[o, f])
+            boundary[o, f] = boundary_measure(predictions[o, f], targets[o, f], bound_th)
+    return region, boundary

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from garasam.video.metrics import boundary_map, boundary_measure, region_similarity
+from garasam.video.metrics import (
+    boundary_map,
+    boundary_measure,
+    region_similarity,
+    sequence_measures,
+    statistics,
+)
 
 
 def square(top: int, left: int, side: int, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
@@ -81,3 +87,31 @@ def test_boundary_measure_equals_a_distance_transform_formulation(seed: int) -> 
         assert boundary_measure(*masks, bound_th=bound_th) == pytest.approx(
             _f_by_distance(*masks, r), abs=1e-12
         )
+
+
+def test_statistics_mean_recall_and_decay() -> None:
+    values = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])  # quarters: [1, .9] ... [.4, .3]
+    stats = statistics(values)
+    assert stats.mean == pytest.approx(0.65)
+    assert stats.recall == pytest.approx(5 / 8)  # strictly above 0.5
+    assert stats.decay == pytest.approx(0.95 - 0.35)
+    with_gap = statistics(np.array([1.0, np.nan, 0.0, 0.0]))
+    assert with_gap.mean == pytest.approx(1 / 3) and with_gap.recall == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="1-D"):
+        statistics(np.zeros((2, 2)))
+
+
+def test_sequence_measures_skip_the_first_and_last_frame() -> None:
+    target = np.stack([square(10, 10, 20)] * 5)[None]  # one object, 5 frames
+    prediction = target.copy()
+    prediction[0, 0] = False  # the first and last frames are wrong, but not scored
+    prediction[0, -1] = False
+    prediction[0, 2] = square(10, 20, 20)  # the middle frame: J = 1/3
+    region, boundary = sequence_measures(prediction, target)
+    assert region.shape == boundary.shape == (1, 3)
+    np.testing.assert_allclose(region[0], [1.0, 1 / 3, 1.0])
+    assert boundary[0, 0] == 1.0 and boundary[0, 1] < 1.0
+    region_all, _ = sequence_measures(prediction, target, skip_ends=False)
+    assert region_all.shape == (1, 5) and region_all[0, 0] == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        sequence_measures(prediction, target[:, :4])
