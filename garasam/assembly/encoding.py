@@ -55,6 +55,22 @@ def encode(
     return features, _snapshot(model, pixel_values.shape[0])
 
 
+def encode_for_export(
+    model: nn.Module, pixel_values: torch.Tensor, valid_tokens: torch.Tensor | None
+) -> tuple[ImageFeatures, Gates]:
+    """`encode` inside a graph being exported: the valid area comes as a token mask `[B, g, g]`
+    (a graph input: no Python sizes to read), or None when every token counts (SAM 2's stretched
+    square). Only SAM 1's encoders have one token grid, which is all a single mask can describe."""
+    for layer in adapter_layers(model).values():
+        if layer.token_grid is not None:
+            layer.valid_tokens = valid_tokens
+    try:
+        features = encode_images(model, pixel_values)
+    finally:
+        clear_valid_tokens(model)
+    return features, _snapshot(model, pixel_values.shape[0])
+
+
 def release_valid_area(model: nn.Module) -> None:
     """After a training step's backward: the gates pool over every token again until the next `encode`."""
     clear_valid_tokens(model)

@@ -24,10 +24,11 @@ from torch import nn
 
 from garasam.adapters import LoRAConfig, adapter_config, merge_and_unload
 from garasam.adapters.inspect import adapter_layers
+from garasam.assembly.encoding import encode_for_export
 from garasam.deploy.runtime import FORMAT_VERSION, GRAPH_FILES, MODEL_JSON, PRECISIONS
 from garasam.errors import ConfigError
 from garasam.io import atomic_path, atomic_write_text, file_sha256
-from garasam.models.features import encode_images, input_geometry
+from garasam.models.features import input_geometry
 from garasam.models.registry import family_of_config, model_type_of_config
 from garasam.version import __version__
 
@@ -49,17 +50,15 @@ class EncoderGraph(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.gated = [layer for layer in adapter_layers(model).values() if hasattr(layer, "_decide")]
+        self.gated = [name for name, layer in adapter_layers(model).items() if hasattr(layer, "_decide")]
 
     def forward(
         self, pixel_values: torch.Tensor, valid_tokens: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
-        for layer in self.gated:
-            layer.valid_tokens = valid_tokens
-        features = encode_images(self.model, pixel_values)
+        features, gates = encode_for_export(self.model, pixel_values, valid_tokens)
         decisions = []
-        for layer in self.gated:
-            decisions += [layer.gate_state.segment, layer.gate_state.active]
+        for name in self.gated:
+            decisions += [gates.states[name].segment, gates.states[name].active]
         return (features.embeddings, *features.intermediate, *decisions)
 
 
@@ -175,13 +174,13 @@ def prepare_graphs(model: nn.Module) -> Graphs:
         layer.fused, layer.rank_kernel = True, False  # dense: every component, masked
     side, square = input_geometry(model)
     encoder = EncoderGraph(model)
-    grid = next((layer.token_grid for layer in encoder.gated if layer.token_grid is not None), None)
-    names = [name for name, layer in adapter_layers(model).items() if layer in encoder.gated]
+    gated = [adapter_layers(model)[name] for name in encoder.gated]
+    grid = next((layer.token_grid for layer in gated if layer.token_grid is not None), None)
     pixels = torch.zeros(1, 3, side, side)
     # the valid area matters only where a gate pools over it alone (gate_pooling: valid) and the
     # image does not fill the square (SAM 2 stretches it)
     pooled_over_valid = not square and any(
-        getattr(layer.config, "gate_pooling", "all") == "valid" for layer in encoder.gated
+        getattr(layer.config, "gate_pooling", "all") == "valid" for layer in gated
     )
     args = (
         (pixels, torch.ones(1, grid[0], grid[0], dtype=torch.bool))
@@ -189,7 +188,7 @@ def prepare_graphs(model: nn.Module) -> Graphs:
         else (pixels,)
     )
     with torch.no_grad():
-        features = encode_images(model, pixels)
+        features, _ = encode_for_export(model, pixels, None)
     # plain (contiguous) examples: the encoder's embeddings come channels-last, and torch.export
     # programs keep an example's strides as the layout they expect (NumPy arrays arrive contiguous)
     features = [torch.zeros(t.shape) for t in (features.embeddings, *features.intermediate)]
@@ -203,7 +202,7 @@ def prepare_graphs(model: nn.Module) -> Graphs:
         encoder_inputs=["pixel_values", "valid_tokens"][: len(args)],
         features=feature_names,
         encoder_outputs=feature_names
-        + [f"{kind}_{i}" for i in range(len(names)) for kind in ("segment", "active")],
+        + [f"{kind}_{i}" for i in range(len(encoder.gated)) for kind in ("segment", "active")],
         decoder_args=(
             features[0],
             torch.zeros(1, 2, 2),
@@ -213,7 +212,7 @@ def prepare_graphs(model: nn.Module) -> Graphs:
             *features[1:],
         ),
         decoder_inputs=DECODER_INPUTS + feature_names[1:],
-        adapters=names,
+        adapters=encoder.gated,
         grid=grid,
         square=square,
         adapter_config=None if config is None else config.to_dict(),
