@@ -25,6 +25,7 @@ from torch import nn
 from garasam.adapters import LoRAConfig, adapter_config, merge_and_unload
 from garasam.adapters.inspect import adapter_layers
 from garasam.assembly.encoding import encode_for_export
+from garasam.data.transforms import PIXEL_MEAN, PIXEL_STD
 from garasam.deploy.runtime import FORMAT_VERSION, GRAPH_FILES, MODEL_JSON, PRECISIONS
 from garasam.errors import ConfigError
 from garasam.io import atomic_path, atomic_write_text, file_sha256
@@ -304,10 +305,6 @@ def export_program(
     return out
 
 
-def _save_program(program: torch.export.ExportedProgram, handle: object) -> None:
-    torch.export.save(program, handle)
-
-
 def _compile_aoti(program: torch.export.ExportedProgram, handle: object) -> None:
     torch._inductor.aoti_compile_and_package(program, package_path=handle)
 
@@ -322,7 +319,7 @@ def _lower_executorch(program: torch.export.ExportedProgram, handle: object) -> 
     lowered.to_executorch().write_to_file(handle)
 
 
-_LOWER = {"pt2": _save_program, "aoti": _compile_aoti, "pte": _lower_executorch}
+_LOWER = {"pt2": torch.export.save, "aoti": _compile_aoti, "pte": _lower_executorch}
 
 
 def _describe(
@@ -356,8 +353,8 @@ def _describe(
             "side": side,
             "square": graphs.square,
             "geometry": geometry,
-            "pixel_mean": [123.675, 116.28, 103.53],
-            "pixel_std": [58.395, 57.12, 57.375],
+            "pixel_mean": list(PIXEL_MEAN),
+            "pixel_std": list(PIXEL_STD),
         },
         "gates": {
             "adapters": graphs.adapters,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+# garasam.data.transforms' PIXEL_MEAN / PIXEL_STD, restated here because that module imports torch
+# (tests/deploy checks that they agree)
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 

@@ -465,3 +465,18 @@ def test_pte_without_executorch_is_refused_before_the_model_loads(tmp_path, caps
     assert main(["export", "--format", "pte", "--out", str(tmp_path / "x")]) == 2
     assert "pip install 'garasam[pte]'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_runtime_normalises_as_the_torch_side_does(exported) -> None:
+    """The torch-free runtime restates the normalisation constants: they must equal the torch
+    side's and what model.json records."""
+    from garasam.data.transforms import PIXEL_MEAN, PIXEL_STD
+    from garasam.deploy import geometry
+
+    description = json.loads((exported[2] / "model.json").read_text())
+    for ours, theirs, recorded in (
+        (geometry.PIXEL_MEAN, PIXEL_MEAN, description["input"]["pixel_mean"]),
+        (geometry.PIXEL_STD, PIXEL_STD, description["input"]["pixel_std"]),
+    ):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-7)
+        np.testing.assert_allclose(recorded, theirs, rtol=1e-7)
