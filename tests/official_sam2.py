@@ -23,6 +23,7 @@ with stand_ins({"iopath.common.file_io": {"g_pathmgr": None}} if missing("iopath
     from sam2.modeling.position_encoding import PositionEmbeddingSine
     from sam2.modeling.sam.transformer import RoPEAttention
     from sam2.modeling.sam2_base import SAM2Base
+    from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 __all__ = ["MINI_FEATURE_SIZES", "official_mini_sam2", "official_sam2", "official_sam2_features"]
 
@@ -48,9 +49,12 @@ def _rope(**extra: object) -> RoPEAttention:
     )
 
 
-def official_mini_sam2() -> SAM2Base:
+def official_mini_sam2(video: bool = False) -> SAM2Base:
     """`sam2.1_mini` in the official code: Meta's SAM 2.1 settings (sam2.1_hiera_t.yaml) with the
-    encoder, neck and memory shrunk, every tensor random (see `tests.official_sam.randomise`)."""
+    encoder, neck and memory shrunk, every tensor random (see `tests.official_sam.randomise`).
+    `video`: as `build_sam2_video_predictor` makes it (a `SAM2VideoPredictor` that binarises the
+    masks of prompted frames for the memory and fills small holes; the hole filling needs the
+    package's CUDA extension and is skipped without it, with a warning)."""
     trunk = Hiera(
         embed_dim=32,
         num_heads=1,
@@ -75,21 +79,23 @@ def official_mini_sam2() -> SAM2Base:
         d_model=64,
         pos_enc_at_cross_attn_keys=True,
         pos_enc_at_cross_attn_queries=False,
-        cross_attention=_rope(rope_k_repeat=True, kv_in_dim=16),
+        cross_attention=_rope(rope_k_repeat=True, kv_in_dim=64),
     )
     memory_encoder = MemoryEncoder(
-        out_dim=16,
-        position_encoding=PositionEmbeddingSine(num_pos_feats=16, normalize=True, temperature=10000),
-        mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
+        out_dim=64,
+        in_dim=64,
+        position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, temperature=10000),
+        mask_downsampler=MaskDownSampler(embed_dim=64, kernel_size=3, stride=2, padding=1),
         fuser=Fuser(
             layer=CXBlock(dim=64, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True),
             num_layers=1,
         ),
     )
-    model = SAM2Base(
-        ImageEncoder(trunk=trunk, neck=neck, scalp=1),
-        MemoryAttention(d_model=64, pos_enc_at_input=True, layer=layer, num_layers=1),
-        memory_encoder,
+    video_settings = {"binarize_mask_from_pts_for_mem_enc": True, "fill_hole_area": 8} if video else {}
+    model = (SAM2VideoPredictor if video else SAM2Base)(
+        image_encoder=ImageEncoder(trunk=trunk, neck=neck, scalp=1),
+        memory_attention=MemoryAttention(d_model=64, pos_enc_at_input=True, layer=layer, num_layers=1),
+        memory_encoder=memory_encoder,
         image_size=256,
         sigmoid_scale_for_mem_enc=20.0,
         sigmoid_bias_for_mem_enc=-10.0,
@@ -117,6 +123,7 @@ def official_mini_sam2() -> SAM2Base:
             "dynamic_multimask_stability_delta": 0.05,
             "dynamic_multimask_stability_thresh": 0.98,
         },
+        **video_settings,
     )
     return randomise(model)
 

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Sam2Model, SamModel
+from transformers import PreTrainedModel, Sam2Model, Sam2VideoModel, SamModel
 from transformers.models.sam.modeling_sam import SamPositionalEmbedding, SamVisionAttention, SamVisionEncoder
 from transformers.models.sam2.modeling_sam2 import Sam2HieraDetModel, Sam2PositionalEmbedding
+from transformers.models.sam2_video.modeling_sam2_video import (
+    Sam2VideoMemoryAttention,
+    Sam2VideoMemoryFuserCXBlock,
+    Sam2VideoPositionalEmbedding,
+    Sam2VideoVisionRotaryEmbedding,
+)
 from transformers.models.sam_hq.modeling_sam_hq import (
     SamHQPositionalEmbedding,
     SamHQVisionAttention,
@@ -29,6 +35,7 @@ from garasam.models.hub import resolve as resolve_hub_id
 from garasam.models.mask_decoders import HQSamModel
 from garasam.models.registry import family_of, sam_config
 from garasam.models.robust_sam import RobustSamModel
+from garasam.models.sam2_video import sam2_video_config
 
 # the transformers class of each family (garasam.models.registry.FAMILIES)
 MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
@@ -49,8 +56,12 @@ def build_sam(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     pretrained: bool = True,
+    video: bool = False,
 ) -> PreTrainedModel:
     """Build a SAM of `model_type` in eval mode, loading `checkpoint` if given.
+
+    `video`: SAM 2.1 in video mode (transformers' `Sam2VideoModel`, its memory modules loaded from
+    Meta's `.pt` or a `Sam2VideoModel` folder); only the SAM 2.1 types have one.
 
     `model_type` names the family and the encoder: `vit_b` (SAM), `hq_vit_b` (HQ-SAM, transformers'
     `SamHQModel` with a fixed decoder), `robust_vit_b` (RobustSAM, `garasam.models.robust_sam.RobustSamModel`); `tiny`,
@@ -71,6 +82,10 @@ def build_sam(
     if is_hub_id(checkpoint):  # facebook/sam-vit-base: the cached snapshot (garasam.models.hub)
         checkpoint = resolve_hub_id(str(checkpoint))
     config = sam_config(model_type)
+    if video:
+        if family_of(model_type) != "sam2":
+            raise ConfigError(f"model type {model_type} has no video mode; SAM 2.1's types have (sam2.1_*)")
+        config = sam2_video_config(model_type)
     if checkpoint is None and model_type == "tiny" and pretrained:
         if TINY_WEIGHTS.is_file():
             checkpoint = TINY_WEIGHTS
@@ -80,7 +95,7 @@ def build_sam(
                 stacklevel=2,
             )
     with torch.device("meta"):
-        model = MODEL_CLASSES[family_of(model_type)](config)
+        model = (Sam2VideoModel if video else MODEL_CLASSES[family_of(model_type)])(config)
     if dtype is not None:
         model.to(dtype)
     if checkpoint is None:
@@ -88,6 +103,7 @@ def build_sam(
         _init_random(model)
     else:
         load_sam_weights(model, checkpoint, model_type, torch.device(device))
+    _compute_buffers(model, torch.device(device))
     # Adapter folders and evaluation reports record which weights the backbone holds.
     model.garasam_checkpoint = None
     if checkpoint is not None:  # what it is, and where it came from (GaraSam.save_pretrained refers to it)
@@ -159,12 +175,16 @@ def _init_random(model: PreTrainedModel) -> None:
                 if isinstance(module, nn.BatchNorm2d):
                     module.reset_running_stats()
             elif isinstance(
-                module, SamPositionalEmbedding | SamHQPositionalEmbedding | Sam2PositionalEmbedding
+                module,
+                SamPositionalEmbedding
+                | SamHQPositionalEmbedding
+                | Sam2PositionalEmbedding
+                | Sam2VideoPositionalEmbedding,
             ):
                 draws.append(module.positional_embedding.detach().normal_)
             elif isinstance(
-                module, Sam2HieraDetModel | Sam2Model
-            ):  # Hiera's position tables, SAM 2's no-memory embedding
+                module, Sam2HieraDetModel | Sam2Model | Sam2VideoModel | Sam2VideoMemoryFuserCXBlock
+            ):  # Hiera's position tables, SAM 2's no-memory embedding and memory tables, the fuser's scale
                 for parameter in module.parameters(recurse=False):
                     draws.append(partial(parameter.detach().uniform_, -bound, bound))
             elif isinstance(
@@ -195,3 +215,21 @@ def _draw_in_parallel(draws: list[Callable[..., torch.Tensor]], device: torch.de
 
     with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
         list(pool.map(draw, draws, seeds))
+
+
+def _compute_buffers(model: PreTrainedModel, device: torch.device) -> None:
+    """Fill the buffers no checkpoint holds (non-persistent: computed from the config in the
+    constructor), which a model laid out on the meta device lacks: SAM 2's memory-attention
+    rotary frequencies and positions. Any other such buffer is an error here, not garbage later."""
+    for name, module in model.named_modules():
+        if isinstance(module, Sam2VideoVisionRotaryEmbedding):
+            frequencies, _ = module.compute_axial_rope_parameters(module.config)
+            module._buffers["inv_freq"] = frequencies.to(device)
+            module._buffers["original_inv_freq"] = frequencies.clone().to(device)
+        elif isinstance(module, Sam2VideoMemoryAttention):
+            module._buffers["position_ids"] = module.precompute_positions(module.config).to(device)
+        for buffer_name, buffer in module.named_buffers(recurse=False):
+            if buffer.is_meta:
+                raise RuntimeError(
+                    f"build_sam cannot compute the buffer {name}.{buffer_name} of {type(module).__name__}"
+                )

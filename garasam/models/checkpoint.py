@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, Sam2VideoModel
 
 from garasam.errors import CheckpointError, ConfigError
 from garasam.io import file_sha256, save_safetensors
@@ -44,7 +44,7 @@ from garasam.models.registry import (
     sam_config,
     sam_config_from_dict,
 )
-from garasam.models.sam2 import from_meta_sam2, is_meta_sam2
+from garasam.models.sam2 import HF_VIDEO_ONLY, from_meta_sam2, is_meta_sam2
 
 # transformers ties the prompt encoder's positional embedding to the model-level one; files carry
 # either key or both (save_pretrained drops the second, Meta's conversion yields the second).
@@ -169,7 +169,15 @@ def load_sam_weights(
     source = Path(path)
     if source.is_dir():
         source = _check_hf_folder(source, model_type)
-    state = _to_hf_layout(_read_state_dict(source))
+    video = is_video_model(model)
+    state = _to_hf_layout(_read_state_dict(source), video)
+    if not video:  # a video-mode file read for image mode: its memory modules have no place here
+        state = {key: value for key, value in state.items() if not HF_VIDEO_ONLY.search(key)}
+    elif not any(HF_VIDEO_ONLY.search(key) for key in state):
+        raise CheckpointError(
+            f"{source}: holds SAM 2.1's image path only (no memory attention, memory encoder or object "
+            "pointers), which video mode needs: give Meta's .pt file or a Sam2VideoModel folder"
+        )
     expected = model.state_dict()
     _check_state_dict(state, expected, model_type, source)
     for key, reference in expected.items():
@@ -362,10 +370,16 @@ def _flat_tensors(loaded: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _to_hf_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename Meta keys to transformers' and fill in the tied positional-embedding key."""
+def is_video_model(model: torch.nn.Module) -> bool:
+    """Whether `model` is SAM 2.1 in video mode (transformers' `Sam2VideoModel`)."""
+    return isinstance(model, Sam2VideoModel)
+
+
+def _to_hf_layout(state: dict[str, torch.Tensor], video: bool = False) -> dict[str, torch.Tensor]:
+    """Rename Meta keys to transformers' (SAM 2's video modules kept in `video` mode) and fill in the
+    tied positional-embedding key."""
     if is_meta_sam2(state):
-        state = from_meta_sam2(state)
+        state = from_meta_sam2(state, video=video)
     elif any(_META_ONLY.search(key) for key in state):
         state = _from_meta_layout(state)
     source, target = TIED_POSITIONAL_KEYS

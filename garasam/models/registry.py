@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import PretrainedConfig, Sam2Config, SamConfig, SamHQConfig
+from transformers import PretrainedConfig, Sam2Config, Sam2VideoConfig, SamConfig, SamHQConfig
 
 from garasam.errors import ConfigError
 from garasam.models.sam2 import SAM2_TYPES, HieraSpec, sam2_architecture, sam2_config
@@ -86,7 +86,7 @@ def family_of_config(config: PretrainedConfig) -> str:
     RobustSAM marker -> "robust")."""
     if isinstance(config, SamHQConfig):
         return "hq"
-    if isinstance(config, Sam2Config):
+    if isinstance(config, Sam2Config | Sam2VideoConfig):
         return "sam2"
     return "robust" if getattr(config, FAMILY_ATTRIBUTE, None) == "robust" else "sam"
 
@@ -96,6 +96,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     "sam": SamConfig,
     "sam_hq": SamHQConfig,
     "sam2": Sam2Config,
+    "sam2_video": Sam2VideoConfig,
 }
 
 

@@ -143,10 +143,41 @@ _RENAMES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ..
         ),
     )
 )
-# Video-mode parts of Meta's checkpoints, with no place in image mode.
+# Video-mode parts of Meta's checkpoints (memory attention, memory encoder, object pointers), with
+# no place in image mode; in video mode renamed to `Sam2VideoModel`'s names before _RENAMES run.
 _VIDEO_ONLY = re.compile(
     r"^(memory_attention|memory_encoder|obj_ptr_proj|obj_ptr_tpos_proj|mask_downsample)\.|"
     r"^(maskmem_tpos_enc|no_mem_pos_enc|no_obj_ptr|no_obj_embed_spatial)$"
+)
+_DOWNSAMPLER = {"0": "0.conv", "1": "0.layer_norm", "3": "1.conv", "4": "1.layer_norm", "6": "2.conv"}
+_DOWNSAMPLER |= {"7": "2.layer_norm", "9": "3.conv", "10": "3.layer_norm"}
+_VIDEO_RENAMES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"^maskmem_tpos_enc$", "memory_temporal_positional_encoding"),
+        (r"^no_mem_pos_enc$", "no_memory_positional_encoding"),
+        (r"^no_obj_ptr$", "no_object_pointer"),
+        (r"^no_obj_embed_spatial$", "occlusion_spatial_embedding_parameter"),
+        (r"^(memory_attention\.layers\.\d+)\.norm(\d)\.", r"\1.layer_norm\2."),
+        (r"^memory_attention\.norm\.", "memory_attention.layer_norm."),
+        (r"^memory_encoder\.mask_downsampler\.encoder\.12\.", "memory_encoder.mask_downsampler.final_conv."),
+        (
+            r"^memory_encoder\.mask_downsampler\.encoder\.(\d+)\.",
+            lambda m: f"memory_encoder.mask_downsampler.layers.{_DOWNSAMPLER[m[1]]}.",
+        ),
+        (r"^memory_encoder\.pix_feat_proj\.", "memory_encoder.feature_projection."),
+        (r"^memory_encoder\.out_proj\.", "memory_encoder.projection."),
+        (r"^memory_encoder\.fuser\.", "memory_encoder.memory_fuser."),
+        (r"^(memory_encoder\.memory_fuser\.layers\.\d+)\.gamma$", r"\1.scale"),
+        (r"^(memory_encoder\.memory_fuser\.layers\.\d+)\.dwconv\.", r"\1.depthwise_conv."),
+        (r"^(memory_encoder\.memory_fuser\.layers\.\d+)\.norm\.", r"\1.layer_norm."),
+        (r"^(memory_encoder\.memory_fuser\.layers\.\d+)\.pwconv(\d)\.", r"\1.pointwise_conv\2."),
+        (
+            r"^obj_ptr_proj\.layers\.([012])\.",
+            lambda m: f"object_pointer_proj.{('proj_in', 'layers.0', 'proj_out')[int(m[1])]}.",
+        ),
+        (r"^obj_ptr_tpos_proj\.", "temporal_positional_encoding_projection_layer."),
+    )
 )
 _POINT_EMBEDDING = re.compile(r"^sam_prompt_encoder\.point_embeddings\.(\d+)\.weight$")
 META_MARKER = "image_encoder.trunk."
@@ -157,14 +188,18 @@ def is_meta_sam2(state: dict[str, torch.Tensor]) -> bool:
     return any(key.startswith(META_MARKER) for key in state)
 
 
-def from_meta_sam2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Meta's SAM 2 keys -> transformers' Sam2Model keys; video-only tensors dropped, the point
-    embeddings (one Embedding each in Meta's code) stacked into transformers' one table."""
+def from_meta_sam2(state: dict[str, torch.Tensor], video: bool = False) -> dict[str, torch.Tensor]:
+    """Meta's SAM 2 keys -> transformers' keys: `Sam2Model`'s (video-only tensors dropped) or with
+    `video` `Sam2VideoModel`'s (all kept); the point embeddings (one Embedding each in Meta's code)
+    stacked into transformers' one table."""
     points: dict[int, torch.Tensor] = {}
     converted: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if _VIDEO_ONLY.search(key):
-            continue
+            if not video:
+                continue
+            for pattern, replacement in _VIDEO_RENAMES:
+                key = pattern.sub(replacement, key)
         if match := _POINT_EMBEDDING.match(key):
             points[int(match[1])] = value
             continue
@@ -173,6 +208,16 @@ def from_meta_sam2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         converted[key] = value
     if points:
         converted["prompt_encoder.point_embed.weight"] = torch.cat([points[i] for i in sorted(points)])
+    if (
+        video
+        and "memory_encoder.projection.weight" not in converted
+        and "memory_encoder.feature_projection.weight" in converted
+    ):
+        # Meta's memory encoder has no output projection when its input and memory widths agree (an
+        # Identity); transformers always has one: the identity as a 1x1 convolution
+        width = converted["memory_encoder.feature_projection.weight"].shape[0]
+        converted["memory_encoder.projection.weight"] = torch.eye(width).view(width, width, 1, 1)
+        converted["memory_encoder.projection.bias"] = torch.zeros(width)
     return converted
 
 
@@ -230,3 +275,11 @@ def sam2_architecture(config: Sam2Config) -> dict[str, object]:
             )
         },
     }
+
+
+# Video-mode tensors in transformers' layout (a `Sam2VideoModel` folder): dropped in image mode.
+HF_VIDEO_ONLY = re.compile(
+    r"^(memory_attention|memory_encoder|object_pointer_proj|temporal_positional_encoding_projection_layer|"
+    r"mask_downsample)\.|^(memory_temporal_positional_encoding|no_memory_positional_encoding|no_object_pointer|"
+    r"occlusion_spatial_embedding_parameter)$"
+)
