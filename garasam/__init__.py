@@ -23,6 +23,7 @@ _EXPORTS = {
     "from_pretrained": "garasam.predict",
     "AutomaticMaskGenerator": "garasam.predict",
     "GaraSam": "garasam.assembly",
+    "VideoPredictor": "garasam.video",
     # segment_anything's names (docs/predict.md, "Coming from segment_anything")
     "sam_model_registry": "garasam.models",
     "SamPredictor": "garasam.predict",

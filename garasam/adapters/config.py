@@ -21,6 +21,16 @@ QKV_TARGETS = (
     r"(^|\.)(vision_encoder\.layers|vision_encoder\.backbone\.blocks|image_encoder\.blocks"
     r"|image_encoder\.trunk\.blocks)\.\d+\.attn\.qkv$"
 )
+# SAM 2's memory attention, where RobustPVOS places its gated-rank adapters: each layer's
+# self-attention q, k, v and its cross-attention (to the memory) q; transformers' and `sam2`'s names.
+MEMORY_TARGETS = r"(^|\.)memory_attention\.layers\.\d+\.(self_attn\.[qkv]_proj|cross_attn_image\.q_proj)$"
+# Where adapters go in SAM 2.1's video mode (`--preset`): per frame in the image encoder, in the
+# memory attention, or both.
+VIDEO_PRESETS = {
+    "encoder": QKV_TARGETS,
+    "memory": MEMORY_TARGETS,
+    "encoder+memory": f"(?:{QKV_TARGETS})|(?:{MEMORY_TARGETS})",
+}
 # The default before SAM 2: the same layers of every SAM 1 model; folders that store it read as the above.
 LEGACY_QKV_TARGETS = r"(^|\.)(vision_encoder\.layers|image_encoder\.blocks)\.\d+\.attn\.qkv$"
 # Ablation preset: qkv plus both MLP Linears of every block.

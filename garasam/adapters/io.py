@@ -161,15 +161,24 @@ def read_adapter_weights(directory: str | os.PathLike, meta: dict[str, Any]) -> 
 def _check_backbone(model: nn.Module, config: AdapterConfig, saved: dict[str, Any], directory: Path) -> None:
     if not saved:  # a folder from another library (PEFT) records no backbone: the shapes are checked
         return
+    if saved.get("memory_layers") and not hasattr(model, "memory_attention"):
+        raise CheckpointError(
+            f"{directory}: these adapters sit in SAM 2.1's memory attention, which only video mode has: "
+            "load them into build_sam(model_type, checkpoint, video=True) (garasam track, VideoPredictor)"
+        )
     try:
         mine = backbone_identity(model, config)
     except ConfigError as err:
         raise CheckpointError(f"{directory}: these adapters do not fit this model ({err})") from err
-    fields = (("hidden_size", "encoder width"), ("num_blocks", "adapted blocks"))
+    fields = (
+        ("hidden_size", "encoder width"),
+        ("num_blocks", "adapted blocks"),
+        ("memory_layers", "memory layers"),
+    )
     differ = [
-        f"{label} {saved.get(key)!r} in the file, {mine[key]} in this model"
+        f"{label} {saved.get(key)!r} in the file, {mine.get(key)} in this model"
         for key, label in fields
-        if saved.get(key) != mine[key]
+        if saved.get(key) != mine.get(key)
     ]
     if differ:
         raise CheckpointError(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from garasam.adapters.config import AdapterConfig, LoRAConfig
+from garasam.adapters.config import MEMORY_TARGETS, AdapterConfig, LoRAConfig
 from garasam.adapters.inspect import adapter_config, adapter_layers, adapter_state_dict, find_targets
 from garasam.adapters.peft_format import peft_fields, peft_key
 from garasam.errors import ConfigError
@@ -65,19 +66,29 @@ def save_adapters(
 
 def backbone_identity(model: nn.Module, config: AdapterConfig) -> dict[str, Any]:
     """What the adapters depend on: encoder width, depth, model type and checkpoint identity."""
-    from garasam.models.registry import family_of_config, model_type_of_encoder
+    from garasam.models.registry import encoder_shape_of_config, family_of_config, model_type_of_encoder
 
     targets = [(n, m.base if hasattr(m, "base") else m) for n, m in target_linears(model, config)]
-    width = targets[0][1].in_features
-    depth = len({block_index(n) for n, _ in targets})
+    memory = re.compile(MEMORY_TARGETS)
+    encoder = [(n, m) for n, m in targets if not memory.search(n)]
+    memory_layers = len(
+        {n.split(".self_attn")[0].split(".cross_attn")[0] for n, _ in targets if memory.search(n)}
+    )
+    if encoder:
+        width, depth = encoder[0][1].in_features, len({block_index(n) for n, _ in encoder})
+    else:  # adapters in SAM 2's memory attention only: the encoder is the model's, unadapted
+        width, depth = encoder_shape_of_config(model.config)
     family = family_of_config(model.config) if hasattr(model, "config") else "sam"
     model_type = model_type_of_encoder(width, depth, family) or "custom"
-    return {
+    identity = {
         "model_type": model_type,
         "hidden_size": width,
         "num_blocks": depth,
         "checkpoint": getattr(model, "garasam_checkpoint", None),
     }
+    if memory_layers:  # SAM 2.1's video mode: adapted memory-attention layers
+        identity["memory_layers"] = memory_layers
+    return identity
 
 
 def target_linears(model: nn.Module, config: AdapterConfig) -> list[tuple[str, nn.Module]]:

@@ -18,6 +18,7 @@ _EXPORTS = {
     "Gates": "garasam.assembly.encoding",
     "encode": "garasam.assembly.encoding",
     "release_valid_area": "garasam.assembly.encoding",
+    "read_gates": "garasam.assembly.encoding",
     "GaraSam": "garasam.assembly.pretrained",
 }
 

@@ -70,6 +70,7 @@ def build_model(
     fast_dtype: torch.dtype = torch.bfloat16,
     cuda_graphs: bool = False,
     random_weights: bool = False,
+    video: bool = False,
 ) -> nn.Module:
     """SAM + checkpoint + adapters + fast path, in that order (adapters before the fast path, so
     that they are fused and the frozen weights are cast once).
@@ -77,12 +78,13 @@ def build_model(
     `base`: an already-built SAM to adapt instead of building one from `spec` (a copy or a twin
     that shares frozen weights). `inject`: fresh adapters when `spec` names no folder. `fast`:
     `accelerate`'s switch (None: on for CUDA). A real model type without a checkpoint is refused
-    (its masks would mean nothing) unless `random_weights`.
+    (its masks would mean nothing) unless `random_weights`. `video`: SAM 2.1 in video mode
+    (`garasam.video.VideoPredictor`'s model; the fast path is SAM 1's and stays off).
     """
     if base is None:
         model_type = resolve_model_type(spec.adapters, spec.checkpoint, spec.model_type)
         require_checkpoint(model_type, spec.checkpoint, random_weights)
-        base = build_sam(model_type, spec.checkpoint, device=pick_device(device))
+        base = build_sam(model_type, spec.checkpoint, device=pick_device(device), video=video)
     if spec.adapters is not None:
         load_adapters(base, spec.adapters, trainable=trainable)
     elif inject is not None:

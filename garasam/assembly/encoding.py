@@ -52,7 +52,7 @@ def encode(
     finally:
         if not torch.is_grad_enabled():
             clear_valid_tokens(model)
-    return features, _snapshot(model, pixel_values.shape[0])
+    return features, read_gates(model, pixel_values.shape[0])
 
 
 def encode_for_export(
@@ -68,7 +68,7 @@ def encode_for_export(
         features = encode_images(model, pixel_values)
     finally:
         clear_valid_tokens(model)
-    return features, _snapshot(model, pixel_values.shape[0])
+    return features, read_gates(model, pixel_values.shape[0])
 
 
 def release_valid_area(model: nn.Module) -> None:
@@ -76,9 +76,10 @@ def release_valid_area(model: nn.Module) -> None:
     clear_valid_tokens(model)
 
 
-def _snapshot(model: nn.Module, num_images: int) -> Gates:
-    """The layers' current gate states; a CUDA graph's own tensors are copied, as its next replay
-    overwrites them (a copy on the device, no sync)."""
+def read_gates(model: nn.Module, num_images: int = 1) -> Gates:
+    """The gate decisions of the model's last forward (of `num_images` inputs), e.g. a video
+    tracker's after each frame and object; a CUDA graph's own tensors are copied, as its next
+    replay overwrites them (a copy on the device, no sync)."""
     states = {}
     for name, layer in adapter_layers(model).items():
         state = layer.gate_state

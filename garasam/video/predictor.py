@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from garasam.assembly.encoding import read_gates
 from garasam.errors import ConfigError, DataError
 from garasam.models.checkpoint import is_video_model
 from garasam.video.frames import FrameSource, frame_to_input, open_frames
@@ -47,6 +48,9 @@ class VideoPredictor:
     returned masks (the memory is unaffected), as the official option of that name.
     `add_all_frames_to_correct_as_cond`: a correction click on a tracked frame makes it a
     conditioning frame (always attended to), as the official option.
+    `record_gates`: keep, per frame and object, each gated adapter's mean active rank when the
+    frame was tracked (`state.gate_log[frame][obj_id][layer]`): the encoder's gates decide per
+    frame (and window), the memory attention's per frame and object.
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class VideoPredictor:
         *,
         non_overlap_masks: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
+        record_gates: bool = False,
     ) -> None:
         if not is_video_model(model):
             raise ConfigError(
@@ -65,6 +70,7 @@ class VideoPredictor:
         self.image_size = int(model.config.image_size)
         self.non_overlap_masks = non_overlap_masks
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
+        self.record_gates = record_gates
 
     @property
     def device(self) -> torch.device:
@@ -96,6 +102,7 @@ class VideoPredictor:
         """Forget every object, prompt and output (the frames stay); a stream goes on from here."""
         state.reset_inference_session()
         state.temp_outputs.clear()
+        state.gate_log.clear()
 
     # prompts
 
@@ -430,6 +437,9 @@ class VideoPredictor:
             if out is None:
                 out = self._decode(state, obj_idx, frame_idx, False, None, None, reverse)
                 outputs["non_cond_frame_outputs"][frame_idx] = out
+                if self.record_gates:
+                    ranks = {g.name: float(g.mean_active_rank[0]) for g in read_gates(self.model).summary()}
+                    state.gate_log.setdefault(frame_idx, {})[state.obj_idx_to_id(obj_idx)] = ranks
             state.frames_tracked_per_obj[obj_idx][frame_idx] = {"reverse": reverse}
             masks.append(out["pred_masks"].to(self.device))
         return self._to_video_size(state, torch.cat(masks))
@@ -472,13 +482,13 @@ class VideoPredictor:
     def _forget_old_outputs(self, state: VideoState, frame_idx: int) -> None:
         """Streaming: drop tracked outputs the memory can no longer reach (older than the memory
         frames and the object pointers look back), so memory stays bounded."""
+        # the next frame reads the outputs of up to `reach - 1` frames before it
         reach = max(self.model.num_maskmem, self.model.config.max_object_pointers_in_encoder)
+        oldest = frame_idx + 2 - reach
         for obj_idx in range(len(state.obj_ids)):
-            old = [
-                f
-                for f in state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"]
-                if f <= frame_idx - reach
-            ]
+            old = [f for f in state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"] if f < oldest]
             for f in old:
                 state.output_dict_per_obj[obj_idx]["non_cond_frame_outputs"].pop(f)
                 state.frames_tracked_per_obj[obj_idx].pop(f, None)
+        for f in [f for f in state.gate_log if f < oldest]:
+            state.gate_log.pop(f)

@@ -46,7 +46,8 @@ class VideoState(Sam2VideoInferenceSession):
             self.video_height, self.video_width = source.size
         # outputs of frames prompted since the last propagation, per object (the official "temp" dicts)
         self.temp_outputs: dict[int, dict[str, dict[int, dict]]] = {}
-        self.closed = False
+        # frame -> object id -> adapter layer -> mean active rank (VideoPredictor(record_gates=True))
+        self.gate_log: dict[int, dict[int, dict[str, float]]] = {}
 
     @property
     def num_frames(self) -> int | None:

@@ -66,9 +66,9 @@ def test_the_gates_of_one_encode_stay_its_own(pixels: torch.Tensor) -> None:
     for layer in adapter_layers(model).values():  # as a graph replay leaves them: static output tensors
         state = layer.gate_state
         layer.gate_state = GateState(state.segment, state.active, owned_by_graph=True)
-    from garasam.assembly.encoding import _snapshot
+    from garasam.assembly.encoding import read_gates
 
-    owned = _snapshot(model, 1)
+    owned = read_gates(model, 1)
     for layer in adapter_layers(model).values():
         layer.gate_state.active.zero_()  # the next replay writes into the same tensors
     assert [s.mean_active_rank for s in owned.summary()] == before  # the copy kept the decisions
