@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Oracle-Corrupt and Oracle-Instance over several models (paper Fig. 2b)",
     ),
     "predict": ("garasam.commands.predict", "prompted or automatic masks for images"),
+    "track": ("garasam.commands.track", "follow objects through a video with SAM 2.1 (and adapters)"),
     "export": ("garasam.commands.export", "SAM with its adapters as ONNX files that run without PyTorch"),
     "serve": ("garasam.commands.serve", "web page comparing SAM and GaRA-SAM"),
     "study": (
