@@ -8,8 +8,9 @@ default, or 0 background; `@N` puts a prompt on frame N, default 0); each `--mas
 objects of an indexed mask image (pixel value = object id, 0 background) or one object for a binary
 mask. Objects are numbered in that order from 1 (a mask's own ids are kept).
 
-Writes `masks/<frame>.png` (object ids, DAVIS's indexed encoding) as each frame is tracked,
-`track.json` (the run's settings and every mask as COCO RLE) and `overlay.mp4` at the end. Every
+Writes `track.json` with the run's settings first, `masks/<frame>.png` (object ids, DAVIS's
+indexed encoding) as each frame is tracked, and at the end `overlay.mp4` and `track.json` again
+with every mask as COCO RLE (`"complete": true`). Every
 input is checked before the model loads; each file is written whole or not at all. A rerun into
 the same folder with the same settings tracks again and rewrites the same files (SAM 2's memory
 must be rebuilt from the first frame, so a run cannot continue mid-video); with other settings it
@@ -139,12 +140,11 @@ def _objects(args: argparse.Namespace, frames: int, size: tuple[int, int]) -> li
             raise DataError(
                 f"{path}: mask is {labels.shape[1]}x{labels.shape[0]}, the video {size[1]}x{size[0]}"
             )
-        ids = [int(i) for i in np.unique(labels) if i not in (0, 255)] or (
-            [1] if (labels == 255).any() else []
-        )
+        ids = [int(i) for i in np.unique(labels) if i not in (0, 255)]
+        binary = not ids and bool((labels == 255).any())  # a black-and-white mask: one object
+        ids = [1] if binary else ids
         if not ids:
             raise DataError(f"{path}: the mask is empty (no object pixel)")
-        binary = ids == [1] and (labels == 255).any()
         for obj_id in ids:
             taken = {o["id"] for o in objects}
             new_id = obj_id if obj_id not in taken else max(taken) + 1
@@ -187,7 +187,7 @@ def _check_rerun(out: Path, settings: dict[str, Any]) -> None:
             )
     elif (out / "masks").exists():
         raise ConfigError(
-            f"{out}: has a masks/ folder from an unfinished run of other settings: choose another --out"
+            f"{out}: has a masks/ folder but no {RECORD} (not a garasam track folder): choose another --out"
         )
 
 
@@ -213,6 +213,8 @@ def _track(
     from garasam.video.clips import read_label_png
     from garasam.video.writer import label_map, write_label_png, write_video
 
+    # the settings first, so that an interrupted run is recognised as this one when rerun
+    atomic_write_text(args.out / RECORD, json.dumps({"settings": settings, "complete": False}) + "\n")
     state = predictor.init_state(source)
     for obj in sorted(objects, key=lambda o: o["frame"]):
         if "box" in obj:
@@ -255,6 +257,7 @@ def _track(
     write_video(args.out / "overlay.mp4", overlays(), fps=args.fps)
     record = {
         "settings": settings,
+        "complete": True,
         "frames": len(source),
         "tracked_frames": [tracked[0], tracked[-1]],
         "masks": results,

@@ -334,13 +334,7 @@ class VideoPredictor:
         key = "cond_frame_outputs" if cond else "non_cond_frame_outputs"
         previous_logits = None
         if points is not None:
-            outputs = state.output_dict_per_obj[obj_idx]
-            previous = state.temp_outputs[obj_idx][key].get(frame_idx)
-            previous = (
-                previous
-                or outputs["cond_frame_outputs"].get(frame_idx)
-                or outputs["non_cond_frame_outputs"].get(frame_idx)
-            )
+            previous = self._newest_output(state, obj_idx, frame_idx, key)
             if previous is not None and previous["pred_masks"] is not None:
                 previous_logits = torch.clamp(previous["pred_masks"].to(self.device), -32.0, 32.0)
         out = self._decode(
@@ -451,19 +445,26 @@ class VideoPredictor:
         size = (state.video_height, state.video_width)
         masks = torch.full((len(state.obj_ids), 1, *size), NO_OBJECT_SCORE, device=self.device)
         for obj_idx in range(len(state.obj_ids)):
-            outputs = state.output_dict_per_obj[obj_idx]
-            out = state.temp_outputs[obj_idx][key].get(frame_idx)
-            out = (
-                out
-                or outputs["cond_frame_outputs"].get(frame_idx)
-                or outputs["non_cond_frame_outputs"].get(frame_idx)
-            )
+            out = self._newest_output(state, obj_idx, frame_idx, key)
             if out is not None:
                 logits = out["pred_masks"].to(self.device)
                 masks[obj_idx : obj_idx + 1] = F.interpolate(
                     logits, size, mode="bilinear", align_corners=False
                 )
         return self._overlap(masks)
+
+    @staticmethod
+    def _newest_output(state: VideoState, obj_idx: int, frame_idx: int, key: str) -> dict | None:
+        """An object's newest output on a frame: a prompt's not yet consolidated, else a tracked one."""
+        outputs = state.output_dict_per_obj[obj_idx]
+        for table in (
+            state.temp_outputs[obj_idx][key],
+            outputs["cond_frame_outputs"],
+            outputs["non_cond_frame_outputs"],
+        ):
+            if frame_idx in table:
+                return table[frame_idx]
+        return None
 
     def _to_video_size(self, state: VideoState, logits: torch.Tensor) -> torch.Tensor:
         size = (state.video_height, state.video_width)

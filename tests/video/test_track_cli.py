@@ -127,3 +127,29 @@ def test_another_runs_folder_is_not_overwritten(clip: Path, tmp_path: Path, caps
 def test_sam1_types_are_refused(clip: Path, tmp_path: Path, capsys) -> None:
     assert main(["track", str(clip / "frames"), "--box", "1,1,9,9", "--out", str(tmp_path / "o")]) == 2
     assert "track needs SAM 2.1" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_is_taken_up_again_with_the_same_settings(clip: Path, tmp_path: Path) -> None:
+    """The settings are written before tracking starts, so a run killed mid-video reruns into its folder."""
+    out = tmp_path / "out"
+    assert _track(clip, out, "--box", "8,16,24,32") == 0
+    record = json.loads((out / "track.json").read_text())
+    assert record["complete"] is True
+    interrupted = {"settings": record["settings"], "complete": False}
+    (out / "track.json").write_text(json.dumps(interrupted))
+    (out / "overlay.mp4").unlink()
+    assert _track(clip, out, "--box", "8,16,24,32") == 0
+    assert (
+        json.loads((out / "track.json").read_text())["complete"] is True and (out / "overlay.mp4").is_file()
+    )
+
+
+def test_a_binary_mask_with_void_is_read_by_its_ids(clip: Path, tmp_path: Path) -> None:
+    labels = np.zeros((48, 64), np.uint8)
+    labels[16:32, 9:25] = 1
+    labels[0:4, 0:4] = 255  # void, as DAVIS writes it
+    path = tmp_path / "ids.png"
+    Image.fromarray(labels, mode="L").save(path)
+    assert _track(clip, tmp_path / "out", "--mask", str(path)) == 0
+    objects = json.loads((tmp_path / "out" / "track.json").read_text())["settings"]["objects"]
+    assert objects == [{"id": 1, "frame": 0, "mask": str(path), "value": 1}]
