@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from garasam.argtypes import MAX_WORKERS, int_at_least, output_dir, seed
+from garasam.argtypes import MAX_WORKERS, int_at_least, output_dir, seed, unit_float
 from garasam.commands.options import add_degradation_flags
 from garasam.data.corrupt import (
     MANIFEST,
@@ -56,6 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="stop at the first bad image instead of skipping it"
     )
     parser.add_argument("--list", action="store_true", help="list the suites, degradations and folder names")
+    video = parser.add_argument_group("video (--data davis:PATH or frames:PATH)")
+    video.add_argument(
+        "--video",
+        action="store_true",
+        help="degrade video clips coherently in time (frames + masks layout out; docs/video.md)",
+    )
+    video.add_argument(
+        "--intensity-low",
+        type=unit_float,
+        help="with --video: a smooth random intensity per clip between this and 1 (default: full strength)",
+    )
 
 
 def _list_suites() -> int:
@@ -94,8 +105,26 @@ def run(args: argparse.Namespace) -> int:
         return _list_suites()
     if not args.data or args.out is None:
         raise ConfigError("--data and --out are required (or use --list)")
+    if args.intensity_low is not None and not args.video:
+        raise ConfigError("--intensity-low is for --video")
     with claim_output(args.out, "corrupt"):
-        return _corrupt(args)
+        return _corrupt_video(args) if args.video else _corrupt(args)
+
+
+def _corrupt_video(args: argparse.Namespace) -> int:
+    from garasam.video.corrupt import corrupt_clips, open_clips
+
+    outputs = [(o.degradation, o.severity, o.folder) for o in plan_outputs(args.suite, args.severities, args.only)]
+    clips = open_clips(args.data)
+    remove_stale_temp_files(args.out)
+    start = time.perf_counter()
+    report = corrupt_clips(clips, args.out, outputs, args.suite, args.seed, args.intensity_low, args.data)
+    print(
+        f"corrupt --video: {len(clips)} clip(s), clean + {len(outputs)} degraded folder(s) in {args.out}: "
+        f"{len(report.written)} clip(s) written, {len(report.skipped)} already complete, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    return 0
 
 
 def _corrupt(args: argparse.Namespace) -> int:
