@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
 def _corrupt_video(args: argparse.Namespace) -> int:
     from garasam.video.corrupt import corrupt_clips, open_clips
 
-    outputs = [(o.degradation, o.severity, o.folder) for o in plan_outputs(args.suite, args.severities, args.only)]
+    outputs = [
+        (o.degradation, o.severity, o.folder) for o in plan_outputs(args.suite, args.severities, args.only)
+    ]
     clips = open_clips(args.data)
     remove_stale_temp_files(args.out)
     start = time.perf_counter()

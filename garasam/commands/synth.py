@@ -42,8 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="split of the family (default: its first, train for target)",
     )
 
+    video = parser.add_argument_group("video")
+    video.add_argument(
+        "--video",
+        action="store_true",
+        help="write clips of moving objects in the frames + masks layout instead (docs/video.md)",
+    )
+    video.add_argument(
+        "--frames", type=int_at_least(1, 10000), default=8, help="with --video: frames per clip (default 8)"
+    )
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.video:
+        from garasam.data.synthetic_video import write_clips
+
+        with claim_output(args.out, "synth"):
+            written, kept = write_clips(
+                args.out, args.num, args.seed, (args.size, args.size), args.frames, args.family, args.split
+            )
+        print(
+            f"synth --video: {written} clip(s) written, {kept} already present, in {args.out} (frames:{args.out})"
+        )
+        return 0
     with claim_output(args.out, "synth"):
         stats = write_scenes(
             args.out,

@@ -208,10 +208,11 @@ def _predictor(args: argparse.Namespace) -> Any:
 def _track(
     args: argparse.Namespace, predictor: Any, source: Any, objects: list[dict[str, Any]], settings: dict
 ) -> int:
+    from garasam.data.labels import label_map, write_label_png
     from garasam.predict.masks import encode_rle
     from garasam.predict.overlay import overlay
     from garasam.video.clips import read_label_png
-    from garasam.video.writer import label_map, write_label_png, write_video
+    from garasam.video.writer import write_video
 
     # the settings first, so that an interrupted run is recognised as this one when rerun
     atomic_write_text(args.out / RECORD, json.dumps({"settings": settings, "complete": False}) + "\n")

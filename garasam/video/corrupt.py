@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from garasam.data.degradations import CLEAN, get_degradation, seed_for
 from garasam.data.degradations.temporal import degrade_clip, intensity_curve
+from garasam.data.labels import label_map, write_label_png
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
 from garasam.video.clips import Clip, read_davis, read_frames_folder
-from garasam.video.writer import label_map, write_label_png
 
 MANIFEST = "video_manifest.json"
 DONE = ".done"

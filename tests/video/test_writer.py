@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from garasam.data.labels import label_map, write_label_png
 from garasam.errors import ConfigError
 from garasam.video.clips import read_label_png
-from garasam.video.writer import label_map, write_label_png
 
 
 def test_ids_survive_the_round_trip(tmp_path: Path) -> None:
