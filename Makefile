@@ -34,6 +34,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	# The official SAM 2.1 (tests/models/test_sam2.py), an sdist: built against our torch, without its CUDA
 	# extension (image mode does not use it) and without torchvision/iopath (tests/official_sam2.py).
 	SAM2_BUILD_CUDA=0 $(BIN)/pip install -q --no-deps --no-build-isolation "sam2==1.1.0"
+	# vos-benchmark (MIT), the independent J and F of tests/video/test_metrics.py; without its opencv-python,
+	# which would sit beside our opencv-python-headless (one cv2 serves it)
+	$(BIN)/pip install -q --no-deps "vos-benchmark==0.1.0"
 	bash scripts/install_chromium.sh
 	touch $@
 

@@ -115,3 +115,35 @@ def test_sequence_measures_skip_the_first_and_last_frame() -> None:
     assert region_all.shape == (1, 5) and region_all[0, 0] == 0.0
     with pytest.raises(ValueError, match="one shape"):
         sequence_measures(prediction, target[:, :4])
+
+
+def test_j_and_f_agree_with_vos_benchmark() -> None:
+    """J and F against vos-benchmark's Evaluator (DAVIS 2017's code, installed for the tests only) on
+    random blob masks, empty masks and identical masks, at DAVIS's 0.008 x diagonal tolerance."""
+    from vos_benchmark.evaluator import Evaluator
+
+    rng = np.random.default_rng(7)
+    size = (60, 80)
+    frames_pred, frames_gt = [], []
+    for _ in range(12):
+        pred, gt = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
+        for labels in (pred, gt):
+            for obj in (1, 2):
+                if rng.random() < 0.85:
+                    cy, cx, r = rng.uniform(10, 50), rng.uniform(10, 70), rng.uniform(4, 14)
+                    yy, xx = np.mgrid[: size[0], : size[1]]
+                    labels[(yy - cy) ** 2 + ((xx - cx) * rng.uniform(0.6, 1.4)) ** 2 < r * r] = obj
+        frames_pred.append(pred)
+        frames_gt.append(gt)
+    frames_pred.append(frames_gt[-1].copy())  # a perfect frame
+    frames_gt.append(frames_gt[-1].copy())
+    frames_pred.append(np.zeros(size, np.uint8))  # both empty
+    frames_gt.append(np.zeros(size, np.uint8))
+    reference = Evaluator(boundary=0.008)
+    for pred, gt in zip(frames_pred, frames_gt, strict=True):
+        reference.feed_frame(pred, gt)
+    for obj in (1, 2):
+        region = [region_similarity(p == obj, g == obj) for p, g in zip(frames_pred, frames_gt, strict=True)]
+        boundary = [boundary_measure(p == obj, g == obj) for p, g in zip(frames_pred, frames_gt, strict=True)]
+        np.testing.assert_allclose(region, reference.object_iou[obj], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(boundary, reference.boundary_f[obj], rtol=0, atol=1e-12)
