@@ -100,18 +100,22 @@ def build_models(
     device: str,
     fast: bool | None = None,
     random_weights: bool = False,
+    video: bool = False,
 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
     """Several models for one comparison, each with its adapters loaded. Entries without a backbone
     of their own (a bare adapters folder or None) share the run's base SAM (`model_type`,
     `checkpoint`); every backbone is read once and copied for each further model on it.
 
     `fast` (default: on for CUDA): each encoder on the fast path. Adapters made for another
-    backbone are refused by `load_adapters` with a CheckpointError.
+    backbone are refused by `load_adapters` with a CheckpointError. `video`: SAM 2.1 in video mode.
     """
     specs = {name: s if isinstance(s, ModelSpec) else ModelSpec(adapters=s) for name, s in specs.items()}
     backbones = {name: _backbone(spec, model_type, checkpoint) for name, spec in specs.items()}
     users = {key: [name for name in specs if backbones[name] == key] for key in backbones.values()}
-    bases = {key: build_model(ModelSpec(*key), device=device, random_weights=random_weights) for key in users}
+    bases = {
+        key: build_model(ModelSpec(*key), device=device, random_weights=random_weights, video=video)
+        for key in users
+    }
     models: dict[str, nn.Module] = {}
     info: dict[str, dict[str, Any]] = {}
     for name, spec in specs.items():

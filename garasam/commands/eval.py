@@ -32,6 +32,7 @@ from garasam.argtypes import (
     output_dir,
     positive_int,
     seed,
+    unit_float,
     worker_count,
 )
 from garasam.assembly.spec import ModelSpec
@@ -116,6 +117,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=worker_count,
         help="data-loading and degradation processes (default: min(4, CPUs) on GPU, 0 on CPU)",
     )
+    video = parser.add_argument_group("video (--data davis:PATH or frames:PATH; docs/video.md)")
+    video.add_argument("--video", action="store_true", help="track clips with SAM 2.1 and score J, F and J&F")
+    video.add_argument(
+        "--protocol",
+        action=ListAction,
+        default=["clicks"],
+        help="with --video: semi (first-frame mask), clicks (3 clicks from it) and/or box (default: clicks)",
+    )
+    video.add_argument(
+        "--intensity-low",
+        type=unit_float,
+        help="with --video: a smooth random intensity per clip between this and 1 (default: full strength)",
+    )
+    video.add_argument("--max-clips", type=positive_int, help="with --video: evaluate only the first N clips")
     parser.add_argument("--objects", default="all", choices=("all", "largest"), help="objects per image")
     parser.add_argument("--max-objects", type=positive_int, help="at most N (largest) objects per image")
     parser.add_argument(
@@ -216,6 +231,14 @@ def run(args: argparse.Namespace) -> int:
     from garasam.outputs import claim_output
     from garasam.runtime import join_process_group, leave_process_group
 
+    if args.video:
+        from garasam.commands.eval_video import evaluate_videos
+
+        with claim_output(args.out, "eval"):
+            return evaluate_videos(args)
+    for flag in ("intensity_low", "max_clips"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} is for --video")
     ctx = join_process_group(args.device)
     try:
         # checked and locked before hours of work: an unwritable --out would lose every result

@@ -1,0 +1,105 @@
+"""`garasam eval --video`: SAM 2.1 trackers (with or without adapters) scored with J, F and J&F on
+clean and degraded clips (`garasam.video.evaluate`), with results.json, summary.md and plots.
+
+    garasam eval --video --data frames:clips/ --model-type sam2.1_mini --random-weights --only fog --out ev/
+
+Every input is checked before a model loads; records are written as they are computed and a rerun
+into the same folder with the same settings computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from garasam.commands.eval import model_specs, parse_model_specs
+from garasam.errors import ConfigError
+from garasam.io import atomic_write_text
+
+SETTINGS = "video_settings.json"
+
+
+def evaluate_videos(args: argparse.Namespace) -> int:
+    import torch
+
+    from garasam.assembly import build_models
+    from garasam.models.registry import MODEL_TYPES, family_of
+    from garasam.video.corrupt import open_clips
+    from garasam.video.evaluate import PROTOCOLS, evaluate_video, plan_video_conditions
+    from garasam.video.report import write_video_report
+
+    protocols = list(dict.fromkeys(args.protocol))
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"--protocol: unknown {unknown}; protocols: {', '.join(PROTOCOLS)}")
+    suite = None if args.suite == "none" else args.suite
+    conditions = plan_video_conditions(suite, args.severities, args.only)
+    clips = open_clips(args.data)[: args.max_clips]
+    specs = parse_model_specs(model_specs(args.model, args.adapters))
+    model_type = args.model_type or "sam2.1_mini"
+    types = [spec.model_type or model_type for spec in specs.values()]
+    wrong = [t for t in types if t not in MODEL_TYPES or family_of(t) != "sam2"]
+    if wrong:
+        raise ConfigError(
+            f"--video tracks with SAM 2.1: model type(s) {wrong} have no video mode (use sam2.1_*)"
+        )
+    settings = {
+        "data": args.data,
+        "suite": suite,
+        "conditions": [c.folder for c in conditions],
+        "protocols": protocols,
+        "seed": args.seed,
+        "intensity_low": args.intensity_low,
+        "max_objects": args.max_objects,
+        "models": {
+            name: [spec.model_type or model_type, str(spec.checkpoint or args.checkpoint), str(spec.adapters)]
+            for name, spec in specs.items()
+        },
+    }
+    _check_settings(args.out, settings)
+    torch.manual_seed(args.seed)
+    models, _ = build_models(
+        specs, model_type, args.checkpoint, args.device, random_weights=args.random_weights, video=True
+    )
+    start = time.perf_counter()
+    records = evaluate_video(
+        models,
+        clips,
+        conditions,
+        protocols,
+        suite,
+        args.seed,
+        args.out / "records",
+        intensity_low=args.intensity_low,
+        max_objects=args.max_objects,
+    )
+    summary = write_video_report(args.out, records, [c.name for c in clips], settings)
+    print(
+        f"eval --video: {len(clips)} clip(s) x {len(conditions)} condition(s) x {len(models)} model(s) in "
+        f"{time.perf_counter() - start:.1f} s -> {args.out / 'summary.md'}"
+    )
+    for protocol in protocols:
+        for name in models:
+            cells = summary.get(name, {}).get(protocol, {})
+            row = ", ".join(f"{c} {100 * v['J&F']['value']:.1f}" for c, v in cells.items())
+            print(f"  {protocol} {name}: J&F {row}")
+    return 0
+
+
+def _check_settings(out: Any, settings: dict[str, Any]) -> None:
+    """A folder holds one evaluation: resuming with other settings would mix two."""
+    path = out / SETTINGS
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if previous != settings:
+            raise ConfigError(
+                f"{out}: holds a video evaluation with other settings ({SETTINGS}): choose another --out"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
