@@ -30,11 +30,20 @@ __all__ = ["MINI_FEATURE_SIZES", "official_mini_sam2", "official_sam2", "officia
 MINI_FEATURE_SIZES = [(64, 64), (32, 32), (16, 16)]  # the backbone maps of a 256 px input, finest first
 
 
-def official_sam2(size: str) -> SAM2Base:
-    """A released SAM 2.1 (`t`, `s`, `b+`, `l`) from the package's config, randomly initialised."""
-    return instantiate(
-        compose(config_name=f"configs/sam2.1/sam2.1_hiera_{size}.yaml").model, _recursive_=True
+def official_sam2(size: str, video: bool = False) -> SAM2Base:
+    """A released SAM 2.1 (`t`, `s`, `b+`, `l`) from the package's config, randomly initialised;
+    `video`: the `SAM2VideoPredictor` that `build_sam2_video_predictor` makes of it."""
+    overrides = (
+        [
+            "++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor",
+            "++model.binarize_mask_from_pts_for_mem_enc=true",
+            "++model.fill_hole_area=8",
+        ]
+        if video
+        else []
     )
+    config = compose(config_name=f"configs/sam2.1/sam2.1_hiera_{size}.yaml", overrides=overrides)
+    return instantiate(config.model, _recursive_=True)
 
 
 def _rope(**extra: object) -> RoPEAttention:
