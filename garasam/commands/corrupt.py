@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _corrupt_video(args: argparse.Namespace) -> int:
-    from garasam.video.corrupt import corrupt_clips, open_clips
+    from garasam.video.clips import open_clips
+    from garasam.video.corrupt import corrupt_clips
 
     outputs = [
         (o.degradation, o.severity, o.folder) for o in plan_outputs(args.suite, args.severities, args.only)

@@ -234,8 +234,9 @@ def run(args: argparse.Namespace) -> int:
     if args.video:
         from garasam.commands.eval_video import evaluate_videos
 
+        specs = parse_model_specs(model_specs(args.model, args.adapters))
         with claim_output(args.out, "eval"):
-            return evaluate_videos(args)
+            return evaluate_videos(args, specs)
     for flag in ("intensity_low", "max_clips"):
         if getattr(args, flag) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')} is for --video")

@@ -12,21 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from garasam.commands.eval import model_specs, parse_model_specs
+from garasam.assembly.spec import ModelSpec
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 
 SETTINGS = "video_settings.json"
 
 
-def evaluate_videos(args: argparse.Namespace) -> int:
+def evaluate_videos(args: argparse.Namespace, specs: Mapping[str, ModelSpec]) -> int:
+    """Run the video evaluation of `garasam eval --video` for the models `specs` (parsed by eval)."""
     import torch
 
     from garasam.assembly import build_models
     from garasam.models.registry import MODEL_TYPES, family_of
-    from garasam.video.corrupt import open_clips
+    from garasam.video.clips import open_clips
     from garasam.video.evaluate import PROTOCOLS, evaluate_video, plan_video_conditions
     from garasam.video.report import write_video_report
 
@@ -37,7 +39,6 @@ def evaluate_videos(args: argparse.Namespace) -> int:
     suite = None if args.suite == "none" else args.suite
     conditions = plan_video_conditions(suite, args.severities, args.only)
     clips = open_clips(args.data)[: args.max_clips]
-    specs = parse_model_specs(model_specs(args.model, args.adapters))
     model_type = args.model_type or "sam2.1_mini"
     types = [spec.model_type or model_type for spec in specs.values()]
     wrong = [t for t in types if t not in MODEL_TYPES or family_of(t) != "sam2"]

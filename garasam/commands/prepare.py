@@ -13,9 +13,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from garasam.argtypes import output_dir, worker_count
+from garasam.data.prepare import DATASETS
 from garasam.data.prepare.archives import SourceTree, describe_sources
 from garasam.data.prepare.convert import Job, convert, init_worker, work_on
-from garasam.data.prepare.datasets import DATASETS
 from garasam.errors import DataError
 from garasam.io import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 from garasam.outputs import claim_output

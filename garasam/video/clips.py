@@ -8,6 +8,10 @@ Layouts read here:
 - A frames + masks folder: `<root>/<sequence>/frames/*.{jpg,png}` and `<root>/<sequence>/masks/*.png`
   named as the frames they annotate, the same indexed encoding; frames without a mask file are
   unannotated (YouTube-VOS and MOSE annotate sparsely).
+- YouTube-VOS 2019 and MOSE splits: `<split>/JPEGImages/<video>/*.jpg` and
+  `<split>/Annotations/<video>/*.png` (sparse: every 5th frame in YouTube-VOS train, the first
+  frame of each object in the validation splits), with YouTube-VOS's `meta.json` checked against
+  the masks when present (every object it lists must be annotated on its first listed frame).
 
 A clip is lazy: it lists files; frames and masks are read when asked for, one at a time, so a long
 video never sits in memory whole.
@@ -111,6 +115,66 @@ def read_frames_folder(root: str | os.PathLike) -> list[Clip]:
     if not sequences:
         raise DataError(f"{root}: no <sequence>/frames folders")
     return [_clip(s.name, s / "frames", s / "masks", require_all=False) for s in sequences]
+
+
+def read_vos_folder(root: str | os.PathLike) -> list[Clip]:
+    """Every video of a YouTube-VOS or MOSE split folder (the one holding JPEGImages/ and Annotations/)."""
+    root = Path(root)
+    frames_root, masks_root = root / "JPEGImages", root / "Annotations"
+    for folder in (frames_root, masks_root):
+        if not folder.is_dir():
+            raise DataError(
+                f"{folder}: not found; a YouTube-VOS or MOSE split holds JPEGImages/ and Annotations/"
+            )
+    videos = sorted(p.name for p in frames_root.iterdir() if p.is_dir())
+    if not videos:
+        raise DataError(f"{frames_root}: no video folders")
+    clips = [_clip(v, frames_root / v, masks_root / v, require_all=False) for v in videos]
+    meta = root / "meta.json"
+    if meta.is_file():
+        _check_meta(meta, {c.name: c for c in clips})
+    return clips
+
+
+def _check_meta(path: Path, clips: dict[str, Clip]) -> None:
+    """YouTube-VOS's meta.json: each listed object is annotated on the first frame listed for it."""
+    import json
+
+    try:
+        videos = json.loads(path.read_text(encoding="utf-8"))["videos"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: unreadable meta.json ({err})") from None
+    for name, entry in videos.items():
+        clip = clips.get(name)
+        if clip is None:
+            raise DataError(f"{path}: lists video {name}, which has no JPEGImages/{name} folder")
+        stems = {frame.stem: index for index, frame in enumerate(clip.frames)}
+        for obj_id, obj in (entry.get("objects") or {}).items():
+            first = (obj.get("frames") or [None])[0]
+            if first not in stems or stems[first] not in clip.annotations:
+                raise DataError(f"{path}: {name} object {obj_id} has no mask on its first frame {first}")
+            if int(obj_id) not in clip.masks(stems[first]):
+                raise DataError(
+                    f"{clip.annotations[stems[first]]}: object {obj_id} of meta.json is not in this mask"
+                )
+
+
+# video dataset readers by the name used in `--data <reader>:<path>`
+READERS = {
+    "davis": read_davis,
+    "frames": read_frames_folder,
+    "youtube-vos": read_vos_folder,
+    "mose": read_vos_folder,
+}
+
+
+def open_clips(data: str) -> list[Clip]:
+    """`davis:PATH` (DAVIS 2016/2017), `frames:PATH` (`<sequence>/frames` + `<sequence>/masks`),
+    `youtube-vos:PATH` or `mose:PATH` (a split folder with JPEGImages/ and Annotations/)."""
+    reader, sep, path = data.partition(":")
+    if not sep or reader not in READERS:
+        raise DataError(f"--data {data!r}: give <reader>:<path> with a video reader ({', '.join(READERS)})")
+    return READERS[reader](path)
 
 
 def _clip(name: str, frames_dir: Path, masks_dir: Path, require_all: bool) -> Clip:

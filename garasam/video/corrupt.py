@@ -27,11 +27,10 @@ from garasam.data.degradations.temporal import degrade_clip, intensity_curve
 from garasam.data.labels import label_map, write_label_png
 from garasam.errors import ConfigError, DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
-from garasam.video.clips import Clip, read_davis, read_frames_folder
+from garasam.video.clips import Clip
 
 MANIFEST = "video_manifest.json"
 DONE = ".done"
-READERS = {"davis": read_davis, "frames": read_frames_folder}
 
 
 @dataclass
@@ -40,14 +39,6 @@ class VideoCorruptReport:
 
     written: list[str] = field(default_factory=list)  # <folder>/<sequence>
     skipped: list[str] = field(default_factory=list)
-
-
-def open_clips(data: str) -> list[Clip]:
-    """`davis:PATH` (DAVIS 2016/2017) or `frames:PATH` (`<sequence>/frames` + `<sequence>/masks`)."""
-    reader, sep, path = data.partition(":")
-    if not sep or reader not in READERS:
-        raise ConfigError(f"--data {data!r}: give <reader>:<path> with a video reader ({', '.join(READERS)})")
-    return READERS[reader](path)
 
 
 def corrupt_clips(

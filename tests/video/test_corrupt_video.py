@@ -88,7 +88,7 @@ def test_video_flags_need_video_and_a_video_reader(data: Path, tmp_path: Path, c
     assert main(["corrupt", "--data", f"frames:{data}", "--out", out, "--intensity-low", "0.5"]) == 2
     assert "--intensity-low is for --video" in capsys.readouterr().err
     assert main(["corrupt", "--video", "--data", f"coco:{data}", "--out", out]) == 2
-    assert "with a video reader (davis, frames)" in capsys.readouterr().err
+    assert "with a video reader (davis, frames, youtube-vos, mose)" in capsys.readouterr().err
 
 
 def test_another_runs_settings_are_refused(data: Path, tmp_path: Path, capsys) -> None:

@@ -8,6 +8,11 @@ the same command again; `prepare.json` records the sources, what was written per
 skipped and why, and the reader spec of each split (docs/data.md, "Preparing the paper's datasets").
 """
 
-from garasam.data.prepare.datasets import DATASETS, DatasetSpec
+from garasam.data.prepare.datasets import DATASETS as IMAGE_DATASETS
+from garasam.data.prepare.datasets import DatasetSpec
+from garasam.data.prepare.video import VIDEO_DATASETS
+
+# every dataset `garasam prepare` knows: the image ones, then the video ones
+DATASETS = {**IMAGE_DATASETS, **VIDEO_DATASETS}
 
 __all__ = ["DATASETS", "DatasetSpec"]
