@@ -133,3 +133,28 @@ def test_bad_flags_are_named(clips: Path, tmp_path: Path, capsys, flags: list[st
 def test_video_flags_need_video(tmp_path: Path, capsys) -> None:
     assert main(["eval", "--data", "robustseg:x", "--out", str(tmp_path / "ev"), "--max-clips", "2"]) == 2
     assert "--max-clips is for --video" in capsys.readouterr().err
+
+
+def test_an_oracle_tracker_scores_one_under_every_degradation(
+    clips: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The plumbing: degraded clips keep their ground truth aligned (elastic warps it), prompts and
+    scored frames line up, and a tracker that returns the ground truth scores J&F = 1 everywhere."""
+    from garasam.video import evaluate as module
+
+    annotations: dict[int, dict[int, np.ndarray]] = {}
+    original = module._degrade
+
+    def degrade_and_remember(*args, **kwargs):
+        frames, truth, curve = original(*args, **kwargs)
+        annotations.clear()
+        annotations.update(truth)
+        return frames, truth, curve
+
+    monkeypatch.setattr(module, "_degrade", degrade_and_remember)
+    monkeypatch.setattr(module, "track", lambda predictor, frames, prompts: annotations)
+    out = tmp_path / "ev"
+    assert _eval(clips, out, "--only", "fog,elastic_transform", "--protocol", "semi,clicks") == 0
+    summary = json.loads((out / "results.json").read_text())["summary"]["frozen"]
+    values = [cell["J&F"]["value"] for protocol in summary.values() for cell in protocol.values()]
+    assert len(values) == 6 and all(v == 1.0 for v in values)
