@@ -24,8 +24,8 @@ QKV_TARGETS = (
 # SAM 2's memory attention, where RobustPVOS places its gated-rank adapters: each layer's
 # self-attention q, k, v and its cross-attention (to the memory) q; transformers' and `sam2`'s names.
 MEMORY_TARGETS = r"(^|\.)memory_attention\.layers\.\d+\.(self_attn\.[qkv]_proj|cross_attn_image\.q_proj)$"
-# Where adapters go in SAM 2.1's video mode (`--preset`): per frame in the image encoder, in the
-# memory attention, or both.
+# Where adapters go in SAM 2.1's video mode: per frame in the image encoder, in the memory
+# attention, or both; `target_modules` may name a preset instead of a regex.
 VIDEO_PRESETS = {
     "encoder": QKV_TARGETS,
     "memory": MEMORY_TARGETS,
@@ -69,6 +69,8 @@ class AdapterConfig:
                 raise ConfigError(f"{type(self).__name__}.{item.name} must be a finite number, got {value}")
         if self.scale <= 0:
             raise ConfigError(f"{type(self).__name__}.scale must be positive, got {self.scale}")
+        if self.target_modules in VIDEO_PRESETS:  # a preset's name: its layers (kept as the regex)
+            self.target_modules = VIDEO_PRESETS[self.target_modules]
         _regex(self, "target_modules")
 
 

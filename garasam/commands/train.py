@@ -68,6 +68,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from garasam.train import load_config, train
 
+    if _is_video_recipe(args.config, args.overrides):
+        return _run_video(args)
     config = load_config(args.config, args.overrides, settings_from_args(args))
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -103,3 +105,34 @@ _FLAG_KEYS: tuple[tuple[str, str], ...] = (
     ("overwrite", "overwrite"),
     ("device", "run.device"),
 )
+
+
+def _is_video_recipe(path: str | None, overrides: list[str]) -> bool:
+    """A recipe saying `task: video` (or a `task=video` override) trains on clips."""
+    if any(item.replace(" ", "") == "task=video" for item in overrides):
+        return True
+    if path is None:
+        return False
+    from pathlib import Path
+
+    from garasam.train.config import read_recipe
+
+    return read_recipe(Path(path)).get("task") == "video"
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    from garasam.train import load_config
+    from garasam.video.train_config import VideoTrainConfig
+    from garasam.video.training import train_video
+
+    config = load_config(args.config, args.overrides, settings_from_args(args), config_class=VideoTrainConfig)
+    result = train_video(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if result.status == "completed":
+            last = result.last_loss if result.last_loss is not None else float("nan")
+            print(
+                f"train (video): {result.steps} steps in {result.seconds:.0f} s, last loss {last:.4f}; adapters in {result.adapters_dir}"
+            )
+        else:
+            print(f"train (video): interrupted at step {result.steps}; continue with --resume")
+    return 0 if result.status == "completed" else 128 + int(result.signal or signal.SIGINT)

@@ -268,20 +268,22 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     settings: Mapping[str, Any] | None = None,
+    config_class: type[TrainConfig] | None = None,
 ) -> TrainConfig:
     """Read a YAML recipe (or start from the defaults), set `settings` (dotted key -> value, typed:
     what `garasam train`'s flags give) and then apply the `key=value` overrides.
 
     Override values are parsed as YAML (`optim.lr=1e-3`, `schedule.decay_epochs=[5,8]`, `x=null`).
     `adapter.adapter_type=lora` on a recipe of another adapter type starts that section afresh, so
-    `adapter.adapter_type=lora adapter.rank=8` turns any recipe into a LoRA-8 run.
+    `adapter.adapter_type=lora adapter.rank=8` turns any recipe into a LoRA-8 run. `config_class`:
+    another recipe type built the same way (video training's, `garasam.video.train_config`).
     """
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         source = str(path)
         data = read_recipe(Path(path))
-        validate(data, source)
+        validate(data, source, config_class=config_class)
     set_keys: dict[str, str] = {}
     for key, value in (settings or {}).items():
         item = f"{key}={value!r}"
@@ -305,7 +307,7 @@ def load_config(
             data["adapter"] = {}  # another adapter type: the recipe's adapter keys do not apply
         _set_dotted(data, key, value, item)
         set_keys[key] = item
-    return validate(data, source, set_keys)
+    return validate(data, source, set_keys, config_class)
 
 
 MAX_BASE_DEPTH = 8  # recipes inheriting from recipes: deeper chains are a mistake, not a design
@@ -371,11 +373,15 @@ def merge_sections(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(
-    data: dict[str, Any], source: str = "config", overrides: dict[str, str] | None = None
+    data: dict[str, Any],
+    source: str = "config",
+    overrides: dict[str, str] | None = None,
+    config_class: type[TrainConfig] | None = None,
 ) -> TrainConfig:
-    """Build a TrainConfig from plain data; errors name the dotted key and the override that set it."""
+    """Build a TrainConfig (or `config_class`) from plain data; errors name the dotted key and the
+    override that set it."""
     try:
-        return TrainConfig.model_validate(data)
+        return (config_class or TrainConfig).model_validate(data)
     except ValidationError as err:
         raise ConfigError(_describe(err, source, overrides or {})) from None
 
