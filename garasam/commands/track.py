@@ -195,6 +195,11 @@ def _predictor(args: argparse.Namespace) -> Any:
     from garasam.assembly import ModelSpec, build_model, resolve_model_type
     from garasam.video.predictor import VideoPredictor
 
+    if args.model_type is None and args.checkpoint is None and args.adapters is None:
+        raise ConfigError(
+            "track needs SAM 2.1 weights and none is bundled yet: give --checkpoint (Meta's "
+            "sam2.1_hiera_*.pt), or --model-type sam2.1_mini --random-weights to check a set-up"
+        )
     model_type = resolve_model_type(args.adapters, args.checkpoint, args.model_type)
     if family_of(model_type) != "sam2":
         raise ConfigError(

@@ -306,18 +306,10 @@ def generate_scene(
     Objects are painted in order, later ones occluding earlier ones; objects whose visible area ends
     below max(16, 0.4% of the image) pixels are dropped, so every mask is a usable target.
     """
-    if family not in FAMILY_SPECS:
-        raise ConfigError(f"family must be one of {FAMILIES}, got {family!r}")
-    spec = FAMILY_SPECS[family]
-    split = spec.splits[0] if split is None else split
-    if split not in spec.splits:
-        raise ConfigError(f"family {family} has the split(s) {spec.splits}, not {split!r}")
+    spec, split, (low, high) = family_settings(family, split, num_objects)
     height, width = (int(v) for v in size)
     if height < 16 or width < 16:
         raise ConfigError(f"scene size must be at least 16x16, got {width}x{height}")
-    low, high = spec.num_objects if num_objects is None else num_objects
-    if not 1 <= low <= high:
-        raise ConfigError(f"num_objects must be a range 1 <= low <= high, got {num_objects}")
     rng = np.random.default_rng(_rng_key(seed, family, split))
     background, image = _crop_background(rng, spec.backgrounds, height, width)
     min_area = max(16, int(0.004 * height * width))
@@ -354,6 +346,22 @@ def generate_scene(
             "background": background,
         },
     )
+
+
+def family_settings(
+    family: Family, split: Split | None, num_objects: tuple[int, int] | None
+) -> tuple[FamilySpec, Split, tuple[int, int]]:
+    """A family's spec, the split (default its first) and the object-count range, each checked."""
+    if family not in FAMILY_SPECS:
+        raise ConfigError(f"family must be one of {FAMILIES}, got {family!r}")
+    spec = FAMILY_SPECS[family]
+    split = spec.splits[0] if split is None else split
+    if split not in spec.splits:
+        raise ConfigError(f"family {family} has the split(s) {spec.splits}, not {split!r}")
+    low, high = spec.num_objects if num_objects is None else num_objects
+    if not 1 <= low <= high:
+        raise ConfigError(f"num_objects must be a range 1 <= low <= high, got {num_objects}")
+    return spec, split, (low, high)
 
 
 def _rng_key(seed: int, family: Family, split: Split) -> list[int]:

@@ -25,7 +25,15 @@ from tqdm import tqdm
 
 from garasam.data.images import save_jpeg
 from garasam.data.labels import label_map, write_label_png
-from garasam.data.synthetic import FAMILIES, FAMILY_SPECS, Family, Split, _crop_background, _texture
+from garasam.data.synthetic import (
+    FAMILIES,
+    FAMILY_SPECS,
+    Family,
+    Split,
+    _crop_background,
+    _texture,
+    family_settings,
+)
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
 
@@ -53,20 +61,12 @@ def generate_clip(
     num_objects: tuple[int, int] | None = None,
 ) -> VideoSample:
     """One deterministic clip of `family` (and `split`, default its first) of `length` frames."""
-    if family not in FAMILY_SPECS:
-        raise ConfigError(f"family must be one of {FAMILIES}, got {family!r}")
-    spec = FAMILY_SPECS[family]
-    split = spec.splits[0] if split is None else split
-    if split not in spec.splits:
-        raise ConfigError(f"family {family} has the split(s) {spec.splits}, not {split!r}")
+    spec, split, (low, high) = family_settings(family, split, num_objects)
     height, width = (int(v) for v in size)
     if height < 32 or width < 32:
         raise ConfigError(f"clip size must be at least 32x32, got {width}x{height}")
     if length < 1:
         raise ConfigError(f"a clip has at least one frame, got length {length}")
-    low, high = spec.num_objects if num_objects is None else num_objects
-    if not 1 <= low <= high:
-        raise ConfigError(f"num_objects must be a range 1 <= low <= high, got {num_objects}")
     rng = np.random.default_rng([seed, FAMILIES.index(family) + 1, 1 + ("train", "test").index(split), 7])
     pan = (int(PAN * height) + 1, int(PAN * width) + 1)
     background_name, background = _crop_background(rng, spec.backgrounds, height + pan[0], width + pan[1])

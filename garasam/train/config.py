@@ -68,11 +68,10 @@ class ModelSection(Section):
     init_adapters: str | None = None
 
 
-class DataSection(Section):
+class DegradedData(Section):
+    """Training data and how it is degraded: what image and video recipes share."""
+
     train: list[str] = Field(default_factory=list)  # `reader:path` specs, concatenated
-    min_area: int = Field(0, ge=0)  # objects smaller than this (pixels) are not training targets
-    max_objects_per_image: int = Field(8, ge=1)  # random subset per image per step, bounds memory
-    strict: bool = False  # True: stop at the first unreadable sample instead of skipping it
     suite: Literal["robustseg", "imagenet-c"] = "robustseg"
     # Sampling weight per degradation name ("clean" included); None = uniform over clean + the suite.
     degradation_weights: dict[str, float] | None = None
@@ -84,13 +83,19 @@ class DataSection(Section):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _weights(self) -> DataSection:
+    def _weights(self) -> DegradedData:
         if self.degradation_weights is not None:
             check_degradations(self.suite, list(self.degradation_weights))
             weights = self.degradation_weights.values()
             if min(weights) < 0 or sum(weights) <= 0:
                 raise ValueError("degradation_weights must be >= 0 with a positive sum")
         return self
+
+
+class DataSection(DegradedData):
+    min_area: int = Field(0, ge=0)  # objects smaller than this (pixels) are not training targets
+    max_objects_per_image: int = Field(8, ge=1)  # random subset per image per step, bounds memory
+    strict: bool = False  # True: stop at the first unreadable sample instead of skipping it
 
 
 class PromptSection(Section):

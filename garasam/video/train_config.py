@@ -7,11 +7,11 @@ A recipe is a video recipe when it says `task: video` (`garasam train` then trai
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from garasam.train.config import ModelSection, Section, TrainConfig, check_degradations
+from garasam.train.config import DegradedData, ModelSection, Section, TrainConfig
 
 
 class VideoModelSection(ModelSection):
@@ -28,31 +28,12 @@ class VideoModelSection(ModelSection):
         return value
 
 
-class VideoDataSection(Section):
-    train: list[str] = Field(
-        default_factory=list
-    )  # `reader:path` clip specs (frames, davis, youtube-vos, mose)
+class VideoDataSection(DegradedData):
+    """`train`: clip specs (frames, davis, youtube-vos, mose); degradations as for images."""
+
     frames: int = Field(8, ge=1)  # frames per training clip (SAM 2 trains on 8)
     max_objects: int = Field(3, ge=1)  # objects tracked per clip (RobustPVOS: up to 3)
-    suite: Literal["robustseg", "imagenet-c"] = "robustseg"
-    # Sampling weight per degradation name ("clean" included); None = uniform over clean + the suite.
-    degradation_weights: dict[str, float] | None = None
-    severity: int | None = None  # imagenet-c severity; None = a random severity per clip
     intensity_low: float | None = Field(None, ge=0, le=1)  # a smooth intensity curve per clip in [low, 1]
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _weights(self) -> VideoDataSection:
-        if self.degradation_weights is not None:
-            check_degradations(self.suite, list(self.degradation_weights))
-            weights = self.degradation_weights.values()
-            if min(weights) < 0 or sum(weights) <= 0:
-                raise ValueError("degradation_weights must be >= 0 with a positive sum")
-        return self
 
 
 class VideoPromptSection(Section):

@@ -124,9 +124,18 @@ def test_another_runs_folder_is_not_overwritten(clip: Path, tmp_path: Path, caps
     assert (out / "track.json").read_text() == before
 
 
-def test_sam1_types_are_refused(clip: Path, tmp_path: Path, capsys) -> None:
-    assert main(["track", str(clip / "frames"), "--box", "1,1,9,9", "--out", str(tmp_path / "o")]) == 2
-    assert "track needs SAM 2.1" in capsys.readouterr().err
+def test_sam1_types_and_no_weights_are_refused(clip: Path, tmp_path: Path, capsys) -> None:
+    frames = str(clip / "frames")
+    assert main(["track", frames, "--box", "1,1,9,9", "--out", str(tmp_path / "o")]) == 2
+    assert "none is bundled yet: give --checkpoint" in capsys.readouterr().err
+    assert (
+        main(
+            ["track", frames, "--model-type", "sam2.1_mini", "--box", "1,1,9,9", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
+    assert "needs its weights" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_interrupted_run_is_taken_up_again_with_the_same_settings(clip: Path, tmp_path: Path) -> None:
