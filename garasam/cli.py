@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the pre-registered miniature study: every arm, 3 seeds, 95% intervals",
     ),
     "pretrain-tiny": ("garasam.commands.pretrain_tiny", "train the bundled tiny SAM from scratch"),
+    "pretrain-tiny-sam2": (
+        "garasam.commands.pretrain_tiny_sam2",
+        "train the bundled tiny SAM 2.1 from scratch",
+    ),
 }
 
 

@@ -39,7 +39,7 @@ def evaluate_videos(args: argparse.Namespace, specs: Mapping[str, ModelSpec]) ->
     suite = None if args.suite == "none" else args.suite
     conditions = plan_video_conditions(suite, args.severities, args.only)
     clips = open_clips(args.data)[: args.max_clips]
-    model_type = args.model_type or "sam2.1_mini"
+    model_type = args.model_type or "sam2.1_tiny"  # the bundled SAM 2.1
     types = [spec.model_type or model_type for spec in specs.values()]
     wrong = [t for t in types if t not in MODEL_TYPES or family_of(t) != "sam2"]
     if wrong:

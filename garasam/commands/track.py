@@ -78,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, help="SAM 2.1 checkpoint (Meta's .pt or a Sam2VideoModel folder)"
     )
     parser.add_argument(
-        "--model-type", choices=SAM2_TYPES, help="SAM 2.1 size (default: from the checkpoint's name)"
+        "--model-type",
+        choices=SAM2_TYPES,
+        help="SAM 2.1 size (default: from the checkpoint's name, or the bundled sam2.1_tiny without one)",
     )
     parser.add_argument("--adapters", type=Path, help="adapter folder (image or video adapters)")
     parser.add_argument(
@@ -109,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
 
     source = open_frames(args.video)
     objects = _objects(args, len(source), source.size)
-    settings = _settings(args, objects)
+    model_type = _model_type(args)
+    settings = {**_settings(args, objects), "model_type": model_type}
     with claim_output(args.out, "track"):
         _check_rerun(args.out, settings)
-        predictor = _predictor(args)
+        predictor = _predictor(args, model_type)
         return _track(args, predictor, source, objects, settings)
 
 
@@ -191,20 +194,27 @@ def _check_rerun(out: Path, settings: dict[str, Any]) -> None:
         )
 
 
-def _predictor(args: argparse.Namespace) -> Any:
-    from garasam.assembly import ModelSpec, build_model, resolve_model_type
-    from garasam.video.predictor import VideoPredictor
+def _model_type(args: argparse.Namespace) -> str:
+    """--model-type; else the checkpoint's or the adapters' backbone; else the bundled sam2.1_tiny."""
+    from garasam.adapters import read_adapter_config
+    from garasam.assembly import resolve_model_type
 
-    if args.model_type is None and args.checkpoint is None and args.adapters is None:
-        raise ConfigError(
-            "track needs SAM 2.1 weights and none is bundled yet: give --checkpoint (Meta's "
-            "sam2.1_hiera_*.pt), or --model-type sam2.1_mini --random-weights to check a set-up"
-        )
-    model_type = resolve_model_type(args.adapters, args.checkpoint, args.model_type)
+    model_type = args.model_type
+    if model_type is None and args.checkpoint is None:
+        recorded = read_adapter_config(args.adapters)["backbone"].get("model_type") if args.adapters else None
+        model_type = recorded if recorded in MODEL_TYPES else "sam2.1_tiny"
+    model_type = resolve_model_type(args.adapters, args.checkpoint, model_type)
     if family_of(model_type) != "sam2":
         raise ConfigError(
             f"track needs SAM 2.1 (--model-type {' / '.join(SAM2_TYPES)}, or a sam2.1_*.pt --checkpoint), got {model_type}"
         )
+    return model_type
+
+
+def _predictor(args: argparse.Namespace, model_type: str) -> Any:
+    from garasam.assembly import ModelSpec, build_model
+    from garasam.video.predictor import VideoPredictor
+
     spec = ModelSpec(model_type, args.checkpoint, args.adapters)
     model = build_model(spec, device=args.device, random_weights=args.random_weights, video=True)
     return VideoPredictor(model)

@@ -47,6 +47,14 @@ MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
 
 # Weights of the `tiny` type, trained by garasam/train/pretrain_tiny.py and shipped with the package.
 TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "tiny_sam.safetensors"
+# The bundled SAM 2.1 (image and video modules), trained by garasam/video/pretrain_tiny.py.
+SAM2_TINY_WEIGHTS = TINY_WEIGHTS.with_name("sam2.1_tiny.safetensors")
+
+
+def bundled_weights(model_type: str) -> Path | None:
+    """The weights file shipped for `model_type` (None for the types without one); read at call
+    time, so that tests can point the module's paths elsewhere."""
+    return {"tiny": TINY_WEIGHTS, "sam2.1_tiny": SAM2_TINY_WEIGHTS}.get(model_type)
 
 
 def build_sam(
@@ -86,12 +94,13 @@ def build_sam(
         if family_of(model_type) != "sam2":
             raise ConfigError(f"model type {model_type} has no video mode; SAM 2.1's types have (sam2.1_*)")
         config = sam2_video_config(model_type)
-    if checkpoint is None and model_type == "tiny" and pretrained:
-        if TINY_WEIGHTS.is_file():
-            checkpoint = TINY_WEIGHTS
+    bundled = bundled_weights(model_type)
+    if checkpoint is None and bundled is not None and pretrained:
+        if bundled.is_file():
+            checkpoint = bundled
         else:
             warnings.warn(
-                f"the bundled tiny SAM weights {TINY_WEIGHTS} are missing: using a randomly initialised model",
+                f"the bundled {model_type} SAM weights {bundled} are missing: using a randomly initialised model",
                 stacklevel=2,
             )
     with torch.device("meta"):
@@ -135,8 +144,17 @@ sam_model_registry: dict[str, _Builder] = {
 def require_checkpoint(model_type: str, checkpoint: object, random_weights: bool) -> None:
     """A real SAM type without a checkpoint has random weights, and every mask it draws is meaningless:
     commands that segment or score refuse it unless the user asks for random weights (timing, tests).
-    The tiny type has bundled weights and needs none (its HQ-SAM and RobustSAM versions have none)."""
-    if checkpoint is None and model_type != "tiny" and not random_weights:
+    The tiny types with bundled weights need none (`tiny`, and `sam2.1_tiny` once its file exists;
+    the HQ-SAM and RobustSAM versions of tiny have none)."""
+    bundled = bundled_weights(model_type)
+    if checkpoint is None and not random_weights and not (bundled is not None and bundled.is_file()):
+        if bundled is not None:  # a bundled type whose file this version does not ship
+            raise ConfigError(
+                f"model type {model_type}: its bundled weights ({bundled.name}) are not in "
+                "this version of garasam (train them with garasam pretrain-tiny-sam2); give --checkpoint PATH "
+                "(e.g. Meta's sam2.1_hiera_tiny.pt with --model-type sam2.1_hiera_t), or add --random-weights "
+                "to run it anyway (timing, tests)"
+            )
         example = _OFFICIAL_EXAMPLES[family_of(model_type)]
         raise ConfigError(
             f"model type {model_type} needs its weights: give --checkpoint PATH (an official checkpoint, "

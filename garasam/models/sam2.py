@@ -7,8 +7,9 @@ reading two higher-resolution maps besides. The video modules of Meta's checkpoi
 attention, memory encoder, object pointers) are not part of image mode and are dropped on load.
 
 Model types: `sam2.1_hiera_t`, `sam2.1_hiera_s`, `sam2.1_hiera_b+`, `sam2.1_hiera_l` (Meta's
-numbers, `sam2/configs/sam2.1/*.yaml` of the `sam2` package) and `sam2.1_mini`, the same architecture
-shrunk for CPU tests (256 px, stages 1-1-2-1, 32 channels).
+numbers, `sam2/configs/sam2.1/*.yaml` of the `sam2` package), `sam2.1_mini`, the same architecture
+shrunk for CPU tests (256 px, stages 1-1-2-1, 32 channels), and `sam2.1_tiny`, the bundled one
+(256 px, stages 1-2-3-1, 32 channels, trained on synthetic scenes and clips).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ SAM2_TYPES: dict[str, HieraSpec] = {
     "sam2.1_hiera_b+": HieraSpec(112, 2, (2, 3, 16, 3), (12, 16, 20), window_background=(14, 14)),
     "sam2.1_hiera_l": HieraSpec(144, 2, (2, 6, 36, 4), (23, 33, 43), windows=(8, 4, 16, 8)),
     "sam2.1_mini": HieraSpec(32, 1, (1, 1, 2, 1), (3,), image_size=256, fpn_width=64),
+    # the bundled SAM 2.1 (garasam/assets/sam2.1_tiny.safetensors): one block deeper in stages 2-3
+    # than the mini, so that a file of one is never taken for the other
+    "sam2.1_tiny": HieraSpec(32, 1, (1, 2, 3, 1), (5,), image_size=256, fpn_width=64),
 }
 
 

@@ -3,7 +3,8 @@ plus the memory attention, the memory encoder and the object pointers) for our S
 
 The four released sizes share one memory design (Meta's `sam2.1_hiera_*.yaml`: 4 memory-attention
 layers of width 256, a 64-channel memory, 7 memory frames, 16 object pointers); `sam2.1_mini` keeps
-the design and shrinks it (1 layer, narrower feed-forward and fuser) so that video tests run on a CPU.
+the design and shrinks it (1 layer, narrower feed-forward and fuser) so that video tests run on a CPU,
+and the bundled `sam2.1_tiny` has 2 memory-attention layers.
 transformers fixes the memory's width at 64 (the cross-attention's key/value input), so the mini
 keeps that too.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers import Sam2VideoConfig
+import torch
+from transformers import Sam2Config, Sam2Model, Sam2VideoConfig, Sam2VideoModel
 
 from garasam.models.sam2 import SAM2_TYPES, sam2_config
 
@@ -30,9 +32,12 @@ class MemorySpec:
 
 
 MEMORY_SPECS: dict[str, MemorySpec] = {
-    **{model_type: MemorySpec() for model_type in SAM2_TYPES if model_type != "sam2.1_mini"},
+    **{model_type: MemorySpec() for model_type in SAM2_TYPES},
     "sam2.1_mini": MemorySpec(
         attention_layers=1, attention_feed_forward=64, fuser_layers=1, fuser_intermediate=256
+    ),
+    "sam2.1_tiny": MemorySpec(
+        attention_layers=2, attention_feed_forward=256, fuser_layers=1, fuser_intermediate=256
     ),
 }
 
@@ -60,3 +65,20 @@ def sam2_video_config(model_type: str) -> Sam2VideoConfig:
         memory_fuser_embed_dim=width,
         memory_fuser_intermediate_dim=memory.fuser_intermediate,
     )
+
+
+def image_view(model: Sam2VideoModel) -> Sam2Model:
+    """The image path of a video model as a `Sam2Model` (one image in, masks out) that shares every
+    module and parameter with it: training or reading one is training or reading the other."""
+    view = getattr(model, "_garasam_image_view", None)
+    if view is None:
+        with torch.device("meta"):  # laid out only: every part is replaced by the video model's own
+            view = Sam2Model(Sam2Config(**{k: getattr(model.config, k).to_dict() for k in _IMAGE_PARTS}))
+        for name in ("vision_encoder", "prompt_encoder", "mask_decoder", "shared_image_embedding"):
+            setattr(view, name, getattr(model, name))
+        view.no_memory_embedding = model.no_memory_embedding
+        object.__setattr__(model, "_garasam_image_view", view)  # not a submodule: no second state-dict copy
+    return view
+
+
+_IMAGE_PARTS = ("vision_config", "prompt_encoder_config", "mask_decoder_config")

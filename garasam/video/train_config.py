@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from garasam.train.config import DegradedData, ModelSection, Section, TrainConfig
+from garasam.train.config import DegradedData, LossSection, ModelSection, Section, TrainConfig
 
 
 class VideoModelSection(ModelSection):
-    model_type: str = "sam2.1_mini"  # a SAM 2.1 type: only SAM 2.1 has a video mode
+    model_type: str = "sam2.1_tiny"  # a SAM 2.1 type (only SAM 2.1 has a video mode); default the bundled one
 
     @field_validator("model_type")
     @classmethod
@@ -49,6 +49,12 @@ class VideoPromptSection(Section):
     corrections: int = Field(1, ge=0, le=8)
 
 
+class VideoLossSection(LossSection):
+    # SAM 2's class loss: a binary cross-entropy on the object score (is the object visible on this
+    # frame?), which decides whether a mask is drawn at all while tracking
+    object_weight: float = Field(1.0, ge=0)
+
+
 class VideoTrainConfig(TrainConfig):
     """A complete video training run (`garasam.video.training.train_video(config)`)."""
 
@@ -56,6 +62,7 @@ class VideoTrainConfig(TrainConfig):
     model: VideoModelSection = Field(default_factory=VideoModelSection)
     data: VideoDataSection = Field(default_factory=VideoDataSection)
     prompts: VideoPromptSection = Field(default_factory=VideoPromptSection)
+    loss: VideoLossSection = Field(default_factory=VideoLossSection)
 
     @model_validator(mode="after")
     def _no_image_validation(self) -> VideoTrainConfig:

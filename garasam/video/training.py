@@ -133,9 +133,15 @@ def _draw_degradation(config: VideoTrainConfig, rng: np.random.Generator):
 
 
 def clip_loss(
-    predictor: VideoPredictor, sample: ClipSample, config: VideoTrainConfig, weights: LossWeights
+    predictor: VideoPredictor,
+    sample: ClipSample,
+    config: VideoTrainConfig,
+    weights: LossWeights,
+    object_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Track `sample` with gradients; the mean loss over every trained prediction, and statistics."""
+    """Track `sample` with gradients; the mean loss over every trained prediction, and statistics.
+    `object_weight`: a binary cross-entropy on the object score (is the object visible?), SAM 2's
+    class loss, added to each prediction's loss."""
     model = predictor.model
     device = next(model.parameters()).device
     state = VideoState(
@@ -153,13 +159,16 @@ def clip_loss(
     ious: list[float] = []
 
     def add(out: dict, frame: int, obj: int) -> None:
+        target = targets[frame][obj]
         losses = mask_losses(
-            out["pred_masks"][:, :1],
-            out["pred_masks"].new_zeros(1, 1),
-            targets[frame][obj][None],
-            weights=weights,
+            out["pred_masks"][:, :1], out["pred_masks"].new_zeros(1, 1), target[None], weights=weights
         )
-        terms.append(losses.total)
+        term = losses.total
+        if object_weight:
+            score = out["object_score_logits"].float().reshape(-1)[:1]
+            present = target.any().float().reshape(1)
+            term = term + object_weight * F.binary_cross_entropy_with_logits(score, present)
+        terms.append(term)
         ious.append(float(losses.iou.mean()))
 
     for obj in sorted(sample.prompts):
@@ -340,7 +349,7 @@ class _Trainer:
             group["lr"] = lr
         rng = np.random.default_rng([config.run.seed, self.step, self.ctx.rank])
         sample = sample_clip(self.clips, config, rng)
-        loss, stats = clip_loss(self.predictor, sample, config, self.weights)
+        loss, stats = clip_loss(self.predictor, sample, config, self.weights, config.loss.object_weight)
         if not torch.isfinite(loss):
             raise DataError(f"step {self.step}: non-finite loss on clip {sample.name} ({sample.degradation})")
         self.optimizer.zero_grad(set_to_none=True)

@@ -89,7 +89,10 @@ def _calls(path: Path, name: str) -> list[int]:
     "name, allowed",
     [
         # SAM is built in assembly; models/ defines it; pretraining the tiny SAM trains SAM itself
-        ("build_sam", {"assembly/build.py", "models/build.py", "train/pretrain_tiny.py"}),
+        (
+            "build_sam",
+            {"assembly/build.py", "models/build.py", "train/pretrain_tiny.py", "video/pretrain_tiny.py"},
+        ),
         ("load_adapters", {"assembly/build.py", "train/resume.py", "adapters/io.py"}),
         ("optimize_sam", {"assembly/build.py", "fast/encoder.py"}),
         ("valid_input_sizes", set()),

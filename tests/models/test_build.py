@@ -124,7 +124,14 @@ def test_unknown_model_type() -> None:
 
 def test_model_types_are_exported() -> None:
     encoders = {"vit_b", "vit_l", "vit_h", "tiny"}
-    sam2 = {"sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l", "sam2.1_mini"}
+    sam2 = {
+        "sam2.1_hiera_t",
+        "sam2.1_hiera_s",
+        "sam2.1_hiera_b+",
+        "sam2.1_hiera_l",
+        "sam2.1_mini",
+        "sam2.1_tiny",
+    }
     assert (
         set(MODEL_TYPES)
         == encoders | {f"hq_{e}" for e in encoders} | {f"robust_{e}" for e in encoders} | sam2

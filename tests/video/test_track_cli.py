@@ -124,18 +124,29 @@ def test_another_runs_folder_is_not_overwritten(clip: Path, tmp_path: Path, caps
     assert (out / "track.json").read_text() == before
 
 
-def test_sam1_types_and_no_weights_are_refused(clip: Path, tmp_path: Path, capsys) -> None:
+def test_the_default_is_the_bundled_sam2_and_missing_weights_are_named(
+    clip: Path, tmp_path: Path, capsys
+) -> None:
+    """Without a model, track takes the bundled sam2.1_tiny; a version without its weights file says so
+    (and a type without weights asks for them) before writing anything."""
+    from garasam.models.build import SAM2_TINY_WEIGHTS
+
     frames = str(clip / "frames")
-    assert main(["track", frames, "--box", "1,1,9,9", "--out", str(tmp_path / "o")]) == 2
-    assert "none is bundled yet: give --checkpoint" in capsys.readouterr().err
-    assert (
-        main(
-            ["track", frames, "--model-type", "sam2.1_mini", "--box", "1,1,9,9", "--out", str(tmp_path / "o")]
+    code = main(["track", frames, "--box", "8,16,24,32", "--out", str(tmp_path / "o")])
+    if SAM2_TINY_WEIGHTS.is_file():
+        assert code == 0
+        assert (
+            json.loads((tmp_path / "o" / "track.json").read_text())["settings"]["model_type"] == "sam2.1_tiny"
         )
-        == 2
-    )
-    assert "needs its weights" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    else:
+        assert (
+            code == 2
+            and "bundled weights (sam2.1_tiny.safetensors) are not in this version" in capsys.readouterr().err
+        )
+        assert not (tmp_path / "o").exists()
+    mini = ["track", frames, "--model-type", "sam2.1_mini", "--box", "1,1,9,9", "--out", str(tmp_path / "m")]
+    assert main(mini) == 2
+    assert "needs its weights" in capsys.readouterr().err and not (tmp_path / "m").exists()
 
 
 def test_an_interrupted_run_is_taken_up_again_with_the_same_settings(clip: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def _config(setup: tuple[Path, Path], out: Path, *overrides: str) -> VideoTrainC
     base = [
         f"data.train=[frames:{clips}]",
         f"model.checkpoint={checkpoint}",
+        "model.model_type=sam2.1_mini",
         f"output_dir={out}",
         "run.max_steps=4",
         "checkpoint.every_steps=2",
@@ -113,6 +114,7 @@ def test_bad_recipes_are_named(setup, tmp_path: Path, override: str, message: st
 def test_the_command_trains_from_a_video_recipe(setup, tmp_path: Path, capsys) -> None:
     clips, checkpoint = setup
     argv = ["train", "--config", str(RECIPE), "--data", f"frames:{clips}", "--checkpoint", str(checkpoint)]
+    argv += ["--model-type", "sam2.1_mini"]
     argv += ["--out", str(tmp_path / "run"), "--max-steps", "2", "logging.progress=false", "data.frames=3"]
     assert main(argv) == 0
     assert "train (video): 2 steps" in capsys.readouterr().out
@@ -126,7 +128,7 @@ def test_the_command_trains_from_a_video_recipe(setup, tmp_path: Path, capsys) -
         ("gara_sam2.1_video_encoder.yaml", "encoder"),
         ("gara_sam2.1_video_memory.yaml", "memory"),
         ("gara_sam2.1_video_encoder_memory.yaml", "encoder+memory"),
-        ("tiny_gara_sam2.1_video.yaml", "encoder+memory"),
+        ("tiny_gara_sam2.1_video.yaml", "encoder+memory"),  # on the bundled sam2.1_tiny
     ],
 )
 def test_shipped_video_recipes(recipe: str, preset: str) -> None:
@@ -171,7 +173,8 @@ def test_two_processes_train_with_averaged_gradients(setup, tmp_path: Path) -> N
         "--checkpoint",
         str(checkpoint),
     ]
-    command += ["--out", str(tmp_path / "ddp"), "--max-steps", "2", "logging.progress=false", "data.frames=3"]
+    command += ["--model-type", "sam2.1_mini", "--out", str(tmp_path / "ddp"), "--max-steps", "2"]
+    command += ["logging.progress=false", "data.frames=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
