@@ -278,7 +278,7 @@ class _Trainer:
             random_weights=True,
             video=True,
         )
-        self.model.eval()
+        self.predictor = VideoPredictor(self.model)  # puts the whole model in eval mode
         for layer in adapter_layers(self.model).values():
             layer.train()  # GaRA's gates sample (Gumbel) in training; the frozen model stays in eval
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
@@ -294,7 +294,6 @@ class _Trainer:
         self.step = 0
         if resume_from is not None:
             self.step = restore(resume_from, config, self.model, self.optimizer, len(self.clips), ctx).step
-        self.predictor = VideoPredictor(self.model)
         self.weights = LossWeights(
             config.loss.focal_weight,
             config.loss.dice_weight,

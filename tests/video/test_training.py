@@ -182,3 +182,22 @@ def test_two_processes_train_with_averaged_gradients(setup, tmp_path: Path) -> N
     assert next(r for r in records if r["event"] == "start")["world_size"] == 2
     assert (tmp_path / "ddp" / "adapters" / "adapter_model.safetensors").is_file()
     assert not list((tmp_path / "ddp").glob("**/*.tmp"))
+
+
+def test_the_adapters_train_while_the_frozen_model_stays_in_eval(setup, tmp_path: Path, monkeypatch) -> None:
+    """GaRA's gates sample only in training mode: the trainer's adapters must be in it when a clip is
+    tracked (the tracker puts its model in eval mode), and the frozen modules must not."""
+    from garasam.adapters import adapter_layers
+    from garasam.video import training
+
+    seen = []
+    real = training.clip_loss
+
+    def spy(predictor, *args, **kwargs):
+        layers = adapter_layers(predictor.model).values()
+        seen.append((all(layer.training for layer in layers), predictor.model.memory_attention.training))
+        return real(predictor, *args, **kwargs)
+
+    monkeypatch.setattr(training, "clip_loss", spy)
+    train_video(_config(setup, tmp_path / "run", "run.max_steps=1"))
+    assert seen == [(True, False)]
