@@ -134,7 +134,7 @@ def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
         if progress >= 1:
             break
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * _schedule(step, progress, config.warmup_steps)
+            group["lr"] = config.lr * warmup_cosine(step, progress, config.warmup_steps)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         pixels = transform.preprocess(batch["image"], [tuple(s) for s in batch["size"].tolist()])
         # One point count per step: transformers' SAM still attends to padded points, so never pad.
@@ -170,7 +170,7 @@ def pretrain_tiny(config: PretrainConfig) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": asdict(config)
         | {"out": str(config.out), "steps_done": step, "seconds": round(seconds, 1)},
-        "hardware": _hardware(device),
+        "hardware": hardware_name(device),
         "data": "clean synthetic scenes (garasam.data.synthetic, source family), one box and one 1-3 point prompt "
         "per object, up to 4 objects per image",
         "clear_iou_held_out_source": clear_iou(model, config.eval_scenes, device),
@@ -237,14 +237,14 @@ def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)  # workers draw scenes in numpy; torch threads would only oversubscribe
 
 
-def _schedule(step: int, progress: float, warmup: int) -> float:
+def warmup_cosine(step: int, progress: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 5% over the run's progress (steps or time)."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _hardware(device: torch.device) -> str:
+def hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
     return f"{platform.processor() or platform.machine()} CPU x{os.cpu_count()} (torch {torch.__version__})"

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from garasam.models.features import decode
 from garasam.models.sam2_video import image_view
 from garasam.runtime import pick_device
 from garasam.train.losses import LossWeights, mask_losses
+from garasam.train.pretrain_tiny import hardware_name, warmup_cosine
 from garasam.video.predictor import VideoPredictor
 from garasam.video.train_config import VideoTrainConfig
 from garasam.video.training import ClipSample, clip_loss
@@ -92,7 +91,7 @@ def pretrain(config: Sam2PretrainConfig) -> dict[str, Any]:
         if progress >= 1:
             break
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * _schedule(step, progress, config.warmup_steps)
+            group["lr"] = config.lr * warmup_cosine(step, progress, config.warmup_steps)
         loss = step_fn(model, config, rng, step, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,7 +118,7 @@ def pretrain(config: Sam2PretrainConfig) -> dict[str, Any]:
             "steps_done": step,
             "seconds": round(time.time() - start, 1),
         },
-        "hardware": _hardware(device),
+        "hardware": hardware_name(device),
         "held_out": held_out_check(model, config.eval_items, device),
         "loss_history": history,
     }
@@ -247,16 +246,3 @@ def held_out_check(model: torch.nn.Module, items: int, device: torch.device) -> 
 def _iou(prediction: np.ndarray, truth: np.ndarray) -> float:
     union = (prediction | truth).sum()
     return float((prediction & truth).sum() / union) if union else 1.0
-
-
-def _schedule(step: int, progress: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5% over the run's progress (steps or time)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()} CPU x{os.cpu_count()} (torch {torch.__version__})"
