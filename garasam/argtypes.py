@@ -59,6 +59,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (loss weights, where 0 switches a term off)."""
+    value = float(_number(text, float))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text!r}")
+    return value
+
+
 def unit_float(text: str) -> float:
     """A finite number in [0, 1] (thresholds, probabilities)."""
     value = float(_number(text, float))

@@ -391,6 +391,9 @@ def test_a_huge_seed_is_an_error_not_a_traceback(tmp_path, capsys) -> None:
         (["serve", "--max-sessions", "0"], "must be at least 1"),
         (["serve", "--session-ttl", "nan"], "not a finite number"),
         (["serve", "--file-ttl", "-5"], "must be positive"),
+        (["serve", "--video-model-type", "vit_b"], "invalid choice: 'vit_b'"),
+        (["pretrain-tiny-sam2", "--stage", "images", "--distill", "-1"], "must be at least 0"),
+        (["pretrain-tiny-sam2", "--stage", "images", "--distill", "nan"], "not a finite number"),
     ],
 )
 def test_more_counts_and_durations_are_bounded(argv, message, capsys) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from garasam.argtypes import (
     int_at_least,
+    non_negative_float,
     non_negative_int,
     output_file,
     positive_float,
@@ -56,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warmup-steps", type=non_negative_int, default=defaults.warmup_steps, help="linear warm-up steps"
     )
+    parser.add_argument(
+        "--distill",
+        type=non_negative_float,
+        default=defaults.distill,
+        help="images stage: weight of distilling the coarse map from the bundled tiny SAM (0: off)",
+    )
     parser.add_argument("--seed", type=seed, default=defaults.seed, help="seed of weights and data")
     parser.add_argument("--device", default="auto", type=training_device, help="auto, cpu or cuda")
     parser.add_argument(
@@ -86,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 device=args.device,
                 eval_items=args.eval_items,
+                distill=args.distill,
             )
         )
     print(

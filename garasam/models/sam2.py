@@ -34,6 +34,8 @@ class HieraSpec:
     windows: tuple[int, ...] = (8, 4, 14, 7)
     image_size: int = 1024
     fpn_width: int = 256  # the neck's and the decoder's width
+    # the decoder's MLP width, heads and IoU-head width; None: SAM 2.1's (2048, 8, 256)
+    decoder_shape: tuple[int, int, int] | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -56,8 +58,11 @@ SAM2_TYPES: dict[str, HieraSpec] = {
     "sam2.1_hiera_l": HieraSpec(144, 2, (2, 6, 36, 4), (23, 33, 43), windows=(8, 4, 16, 8)),
     "sam2.1_mini": HieraSpec(32, 1, (1, 1, 2, 1), (3,), image_size=256, fpn_width=64),
     # the bundled SAM 2.1 (garasam/assets/sam2.1_tiny.safetensors): one block deeper in stages 2-3
-    # than the mini, so that a file of one is never taken for the other
-    "sam2.1_tiny": HieraSpec(32, 1, (1, 2, 3, 1), (5,), image_size=256, fpn_width=64),
+    # than the mini, so that a file of one is never taken for the other; the bundled tiny SAM's
+    # decoder shape, so that its trained decoder can seed this one (garasam/video/pretrain_tiny.py)
+    "sam2.1_tiny": HieraSpec(
+        32, 1, (1, 2, 3, 1), (5,), image_size=256, fpn_width=64, decoder_shape=(256, 4, 64)
+    ),
 }
 
 
@@ -88,8 +93,15 @@ def sam2_config(model_type: str) -> Sam2Config:
     return Sam2Config(
         vision_config=vision,
         prompt_encoder_config=prompt,
-        mask_decoder_config={"hidden_size": spec.fpn_width},
+        mask_decoder_config={"hidden_size": spec.fpn_width} | _decoder_shape(spec),
     )
+
+
+def _decoder_shape(spec: HieraSpec) -> dict[str, int]:
+    if spec.decoder_shape is None:
+        return {}
+    mlp, heads, iou_hidden = spec.decoder_shape
+    return {"mlp_dim": mlp, "num_attention_heads": heads, "iou_head_hidden_dim": iou_hidden}
 
 
 def _mlp(names: tuple[str, ...]) -> Callable[[re.Match[str]], str]:

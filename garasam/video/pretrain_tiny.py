@@ -4,8 +4,14 @@
 - `images`: the image path (Hiera encoder, FPN neck, prompt encoder, mask decoder) on clean 256 x
   256 source scenes, SAM's recipe in miniature: per object a box and 1-3 clicks, 20 x focal + dice
   on the masks (best of three for a single click), MSE on the IoU head, and a binary cross-entropy
-  teaching the object-score head that a prompted object is present. Written as a whole video model
-  (its memory modules still random), so the next stage and `build_sam` read one file.
+  teaching the object-score head that a prompted object is present. From scratch, a Hiera this
+  small stays at "all background" for over 1000 steps on a CPU (two runs of 25 minutes), so the
+  stage starts from the bundled tiny SAM (trained on the same clean scenes): its prompt encoder and
+  decoder seed SAM 2.1's (same shapes; the high-resolution projections start at zero, so the seeded
+  decoder first reads the coarse map only), and the coarse FPN map is distilled towards the tiny
+  SAM's image embedding (MSE, weight `distill`), as MobileSAM distils SAM's encoder. Written as a
+  whole video model (its memory modules still random), so the next stage and `build_sam` read one
+  file.
 - `video`: every parameter on clean source clips (`garasam.data.synthetic_video`) with the video
   trainer's clip loss (`garasam.video.training.clip_loss`: prompts on the first frame, a correction
   click, tracking with memory, the loss over every frame, the object score trained on whether the
@@ -22,6 +28,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+from transformers import SamModel
 
 from garasam.assembly import encode, release_valid_area
 from garasam.data.prompts import mask_box, sample_points
@@ -65,10 +73,11 @@ class Sam2PretrainConfig:
     clip_frames: int = 4
     lr: float = 6e-4
     weight_decay: float = 0.01
-    warmup_steps: int = 200
+    warmup_steps: int = 100
     seed: int = 0
     device: str = "auto"
     eval_items: int = 50
+    distill: float = 1.0  # images stage: weight of the coarse map's distillation from the tiny SAM
 
 
 def pretrain(config: Sam2PretrainConfig) -> dict[str, Any]:
@@ -78,9 +87,14 @@ def pretrain(config: Sam2PretrainConfig) -> dict[str, Any]:
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     model = build_sam(MODEL_TYPE, config.init, device=device, pretrained=False, video=True)
+    step_fn, seeded = _video_step, None
+    if config.stage == "images":
+        teacher = build_sam("tiny", device=device).eval().requires_grad_(False)
+        if config.init is None:
+            seeded = seed_from_tiny_sam(model, teacher)
+        step_fn = partial(_image_step, teacher=teacher if config.distill > 0 else None)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    step_fn = _image_step if config.stage == "images" else _video_step
     rng = np.random.default_rng([config.seed, 1 if config.stage == "images" else 2])
     start, history, step = time.time(), [], 0
     bar = tqdm(
@@ -117,6 +131,7 @@ def pretrain(config: Sam2PretrainConfig) -> dict[str, Any]:
             "init": str(config.init),
             "steps_done": step,
             "seconds": round(time.time() - start, 1),
+            "seeded_from_tiny_sam": seeded,
         },
         "hardware": hardware_name(device),
         "held_out": held_out_check(model, config.eval_items, device),
@@ -127,14 +142,47 @@ def pretrain(config: Sam2PretrainConfig) -> dict[str, Any]:
     return card
 
 
+def seed_from_tiny_sam(model: torch.nn.Module, tiny_sam: SamModel) -> int:
+    """Copy the tiny SAM's prompt encoder, mask decoder and Fourier tables into SAM 2.1's (the same
+    shapes by the type's design; only names differ) and zero the decoder's projections of the two
+    high-resolution maps, so that the seeded decoder starts as the tiny SAM's. Returns the tensors
+    copied; a name or shape without its counterpart is an error, never skipped."""
+    ours = model.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for name, tensor in tiny_sam.state_dict().items():
+            if name.startswith("vision_encoder."):
+                continue
+            name = name.replace(".out_proj.", ".o_proj.").replace(".mlp.lin1.", ".mlp.proj_in.")
+            name = name.replace(".mlp.lin2.", ".mlp.proj_out.")
+            row = None
+            if name.startswith("prompt_encoder.point_embed."):  # one Embedding per label -> one table
+                row, name = int(name.split(".")[2]), "prompt_encoder.point_embed.weight"
+            target = ours.get(name)
+            if target is not None and row is not None:
+                target, tensor = target[row], tensor[0]
+            if target is None or target.shape != tensor.shape:
+                raise ValueError(
+                    f"seed_from_tiny_sam: the tiny SAM's {name} has no counterpart in {MODEL_TYPE}"
+                )
+            target.copy_(tensor)
+            copied += 1
+        for level in ("conv_s0", "conv_s1"):
+            getattr(model.mask_decoder, level).weight.zero_()
+            getattr(model.mask_decoder, level).bias.zero_()
+    return copied
+
+
 def _image_step(
     model: torch.nn.Module,
     config: Sam2PretrainConfig,
     rng: np.random.Generator,
     step: int,
     device: torch.device,
+    teacher: SamModel | None,
 ) -> torch.Tensor:
-    """One batch of clean scenes: boxes and 1-3 clicks per object, every head trained."""
+    """One batch of clean scenes: boxes and 1-3 clicks per object, every head trained; with a
+    teacher, the coarse map (before the no-memory embedding) distilled towards its embedding."""
     transform = SamTransform(SIDE, square=True)
     scenes = [
         generate_scene(config.seed * 10_000_000 + step * config.batch_size + i, (SIDE, SIDE), "source")
@@ -153,6 +201,11 @@ def _image_step(
     target = torch.from_numpy(np.stack(masks)).to(device)
     low = None
     total = 0.0
+    if teacher is not None:
+        with torch.no_grad():
+            taught = teacher.get_image_embeddings(pixels)
+        coarse = features.embeddings - model.no_memory_embedding.reshape(1, -1, 1, 1)
+        total = config.distill * F.mse_loss(coarse, taught)
     for prompt in ("points", "box"):
         if prompt == "points":
             coords = torch.from_numpy(np.stack(points)).to(device)
