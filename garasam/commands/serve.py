@@ -13,7 +13,9 @@ from pathlib import Path
 from garasam.argtypes import device, int_at_least, port, positive_float
 from garasam.errors import ConfigError
 from garasam.models import MODEL_TYPES
+from garasam.models.registry import family_of
 from garasam.predict.web import MAX_UPLOAD_BYTES, ServerLimits, Sweeper, WebApp, build_page
+from garasam.video.web import VideoApp, build_video_tab
 
 DEFAULTS = ServerLimits()
 
@@ -36,6 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow vit_b/l/h without --checkpoint (random weights: for timing and tests only)",
     )
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    video = parser.add_argument_group("the video tab (SAM 2.1 and GaRA-SAM 2.1 tracking a clip)")
+    video.add_argument(
+        "--video-checkpoint", type=Path, help="SAM 2.1 checkpoint (default: the bundled sam2.1_tiny)"
+    )
+    video.add_argument(
+        "--video-adapters", type=Path, help="adapter folder for SAM 2.1 (image or video adapters)"
+    )
+    video.add_argument(
+        "--video-model-type",
+        choices=sorted(t for t in MODEL_TYPES if family_of(t) == "sam2"),
+        help="SAM 2.1 size (default: from the checkpoint or adapters, else sam2.1_tiny)",
+    )
+    video.add_argument("--no-video", action="store_true", help="serve the image tab only")
     limits = parser.add_argument_group("bounds of a long-running server")
     limits.add_argument(
         "--max-sessions",
@@ -77,6 +92,16 @@ def run(args: argparse.Namespace) -> int:
     check_address(args.host, args.port)
     limits = ServerLimits(args.max_sessions, args.session_ttl, args.file_ttl)
     app = WebApp.create(args.checkpoint, args.adapters, args.model_type, args.device, args.random_weights)
+    tabs = []
+    if not args.no_video:
+        video = VideoApp.create(
+            args.video_checkpoint,
+            args.video_adapters,
+            args.video_model_type,
+            args.device,
+            args.random_weights,
+        )
+        tabs.append(("Video", lambda: build_video_tab(video, limits)))
     # the server's uploads and answers live in a folder of its own, swept while it runs and removed
     # when it stops (Gradio's default is one shared folder that only grows)
     temp = tempfile.mkdtemp(prefix="garasam-serve-", dir=os.environ.get("GRADIO_TEMP_DIR") or None)
@@ -84,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     sweeper = Sweeper(temp, limits)
     sweeper.start()
     try:
-        page = build_page(app, limits)
+        page = build_page(app, limits, tabs)
         try:
             page.queue(default_concurrency_limit=1).launch(
                 server_name=args.host,

@@ -25,6 +25,7 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -293,10 +294,10 @@ def public_message(text: str) -> str:
     return _ABSOLUTE_PATH.sub(lambda match: match.group(1), text)
 
 
-def fit_working_size(image: np.ndarray) -> np.ndarray:
-    """Shrink so the longest side is at most WORKING_SIDE (antialiased); smaller images stay as they are."""
+def fit_working_size(image: np.ndarray, side: int = WORKING_SIDE) -> np.ndarray:
+    """Shrink so the longest side is at most `side` (antialiased); smaller images stay as they are."""
     height, width = image.shape[:2]
-    scale = WORKING_SIDE / max(height, width)
+    scale = side / max(height, width)
     if scale >= 1:
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -314,6 +315,24 @@ def severity_range(suite: str, name: str) -> tuple[int, int, int]:
     """(lowest, highest, default) severity of a degradation; robustseg has one strength per type."""
     degradation = get_degradation(suite, name)
     return min(degradation.severities), max(degradation.severities), degradation.default_severity
+
+
+def degradation_names(suite: str) -> list[str]:
+    """The degradation picker's choices for a suite, clean first."""
+    return ["clean"] + [d.name for d in get_suite(suite)]
+
+
+def severity_slider(suite: str, name: str) -> dict[str, Any]:
+    """The severity slider's settings (for `gr.update`) once a degradation is picked."""
+    low, high, default = severity_range(suite, name)
+    label = "Severity" if high > low else "Severity (this degradation has one strength)"
+    return {
+        "minimum": low,
+        "maximum": max(high, low + 1),
+        "value": default,
+        "interactive": high > low,
+        "label": label,
+    }
 
 
 def add_click(state: PageState, x: float, y: float, mode: str) -> tuple[PageState, str]:
@@ -422,14 +441,15 @@ def _guarded(app: WebApp, handler: Any) -> Any:
     return run
 
 
-def build_page(app: WebApp, limits: ServerLimits = ServerLimits()) -> gr.Blocks:
-    """The Gradio page: inputs on the left, both models' masks and the rank chart on the right.
-    Launch it with `state_session_capacity=limits.max_sessions` (see `garasam.commands.serve`)."""
+def build_page(
+    app: WebApp, limits: ServerLimits = ServerLimits(), tabs: Sequence[tuple[str, Callable[[], None]]] = ()
+) -> gr.Blocks:
+    """The Gradio page: the image tab (inputs on the left, both models' masks and the rank chart on
+    the right), then each of `tabs` (a title and a function that builds its widgets, e.g. the video
+    tab, which lives in `garasam.video.web` above this layer). Launch it with
+    `state_session_capacity=limits.max_sessions` (see `garasam.commands.serve`)."""
     gr = _import_gradio()
     suites = list(SUITES)
-
-    def names(suite: str) -> list[str]:
-        return ["clean"] + [d.name for d in get_suite(suite)]
 
     def with_image(image: np.ndarray, suite: str, name: str, severity: float) -> tuple[Any, ...]:
         original = fit_working_size(image)
@@ -465,64 +485,71 @@ def build_page(app: WebApp, limits: ServerLimits = ServerLimits()) -> gr.Blocks:
     on_click.__annotations__["evt"] = gr.SelectData  # Gradio passes click data to a parameter typed so
 
     def on_suite(suite: str) -> Any:
-        return gr.update(choices=names(suite), value="clean")
+        return gr.update(choices=degradation_names(suite), value="clean")
 
     def on_name(suite: str, name: str) -> Any:
-        low, high, default = severity_range(suite, name)
-        label = "Severity" if high > low else "Severity (this degradation has one strength)"
-        return gr.update(
-            minimum=low, maximum=max(high, low + 1), value=default, interactive=high > low, label=label
-        )
+        return gr.update(**severity_slider(suite, name))
 
     with gr.Blocks(title="GaRA-SAM", analytics_enabled=False) as page:
         gr.Markdown("# GaRA-SAM vs SAM\nSegment a degraded image with the frozen SAM and with GaRA-SAM.")
-        gr.Markdown("\n".join(f"- {note}" for note in app.notes), elem_id="notes")
-        state = gr.State(PageState(), time_to_live=limits.session_ttl_s)
-        with gr.Row():
-            with gr.Column(scale=1):
-                upload = gr.File(
-                    label="Upload an image (max 20 MB, 4096 px)",
-                    file_types=["image"],
-                    type="filepath",
-                    elem_id="upload",
-                )
-                sample = gr.Dropdown(sample_names(), value=None, label="…or pick a sample", elem_id="sample")
-                suite = gr.Dropdown(suites, value=suites[0], label="Degradation suite", elem_id="suite")
-                name = gr.Dropdown(
-                    names(suites[0]), value="clean", label="Degradation", elem_id="degradation"
-                )
-                severity = gr.Slider(
-                    0, 1, value=0, step=1, label="Severity", interactive=False, elem_id="severity"
-                )
-                mode = gr.Radio(list(MODES), value=POSITIVE, label="Click mode", elem_id="mode")
-                gr.Markdown("Boxes: Gradio has no box tool, so click two opposite corners.")
-                clear = gr.Button("Clear prompts", elem_id="clear")
-                status = gr.Markdown(elem_id="status")
-            with gr.Column(scale=2):
-                canvas = gr.Image(
-                    label="Degraded image: click to prompt", interactive=False, elem_id="canvas"
-                )
-                with gr.Row():
-                    with gr.Column():
-                        frozen_panel = gr.Image(label="SAM (frozen)", interactive=False, elem_id="sam-mask")
-                        frozen_score = gr.Markdown(_EMPTY_SCORES[0], elem_id="sam-score")
-                    with gr.Column():
-                        gara_panel = gr.Image(label="GaRA-SAM", interactive=False, elem_id="gara-mask")
-                        gara_score = gr.Markdown(_EMPTY_SCORES[1], elem_id="gara-score")
-                chart = gr.Image(
-                    label="Active rank per encoder block", interactive=False, elem_id="rank-chart"
-                )
-        outputs = [state, canvas, frozen_panel, frozen_score, gara_panel, gara_score, chart, status]
-        degradation_inputs = [state, suite, name, severity]
-        upload.upload(_guarded(app, on_upload), [upload, *degradation_inputs], outputs)
-        sample.change(_guarded(app, on_sample), [sample, *degradation_inputs], outputs)
-        suite.change(on_suite, suite, name)
-        name.change(on_name, [suite, name], severity).then(
-            _guarded(app, on_degradation), degradation_inputs, outputs
-        )
-        severity.release(_guarded(app, on_degradation), degradation_inputs, outputs)
-        canvas.select(_guarded(app, on_click), [state, mode], outputs)
-        clear.click(_guarded(app, lambda s: render(app, s.cleared())), state, outputs)
+        with gr.Tab("Image", elem_id="image-tab"):
+            gr.Markdown("\n".join(f"- {note}" for note in app.notes), elem_id="notes")
+            state = gr.State(PageState(), time_to_live=limits.session_ttl_s)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    upload = gr.File(
+                        label="Upload an image (max 20 MB, 4096 px)",
+                        file_types=["image"],
+                        type="filepath",
+                        elem_id="upload",
+                    )
+                    sample = gr.Dropdown(
+                        sample_names(), value=None, label="…or pick a sample", elem_id="sample"
+                    )
+                    suite = gr.Dropdown(suites, value=suites[0], label="Degradation suite", elem_id="suite")
+                    name = gr.Dropdown(
+                        degradation_names(suites[0]),
+                        value="clean",
+                        label="Degradation",
+                        elem_id="degradation",
+                    )
+                    severity = gr.Slider(
+                        0, 1, value=0, step=1, label="Severity", interactive=False, elem_id="severity"
+                    )
+                    mode = gr.Radio(list(MODES), value=POSITIVE, label="Click mode", elem_id="mode")
+                    gr.Markdown("Boxes: Gradio has no box tool, so click two opposite corners.")
+                    clear = gr.Button("Clear prompts", elem_id="clear")
+                    status = gr.Markdown(elem_id="status")
+                with gr.Column(scale=2):
+                    canvas = gr.Image(
+                        label="Degraded image: click to prompt", interactive=False, elem_id="canvas"
+                    )
+                    with gr.Row():
+                        with gr.Column():
+                            frozen_panel = gr.Image(
+                                label="SAM (frozen)", interactive=False, elem_id="sam-mask"
+                            )
+                            frozen_score = gr.Markdown(_EMPTY_SCORES[0], elem_id="sam-score")
+                        with gr.Column():
+                            gara_panel = gr.Image(label="GaRA-SAM", interactive=False, elem_id="gara-mask")
+                            gara_score = gr.Markdown(_EMPTY_SCORES[1], elem_id="gara-score")
+                    chart = gr.Image(
+                        label="Active rank per encoder block", interactive=False, elem_id="rank-chart"
+                    )
+            outputs = [state, canvas, frozen_panel, frozen_score, gara_panel, gara_score, chart, status]
+            degradation_inputs = [state, suite, name, severity]
+            upload.upload(_guarded(app, on_upload), [upload, *degradation_inputs], outputs)
+            sample.change(_guarded(app, on_sample), [sample, *degradation_inputs], outputs)
+            suite.change(on_suite, suite, name)
+            name.change(on_name, [suite, name], severity).then(
+                _guarded(app, on_degradation), degradation_inputs, outputs
+            )
+            severity.release(_guarded(app, on_degradation), degradation_inputs, outputs)
+            canvas.select(_guarded(app, on_click), [state, mode], outputs)
+            clear.click(_guarded(app, lambda s: render(app, s.cleared())), state, outputs)
+        for title, build in tabs:
+            with gr.Tab(title, elem_id=f"{title.lower()}-tab"):
+                build()
     return page
 
 

@@ -12,18 +12,24 @@ import numpy as np
 
 from garasam.io import atomic_path
 
+# The codec per container: MPEG-4 Part 2 for .mp4 (every player; no patent-encumbered encoder), VP8
+# for .webm (what browsers play: the web page's videos).
+CODECS = {"mp4": "mpeg4", "webm": "libvpx"}
+
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> int:
-    """Encode RGB frames (every one the first's size) as an MPEG-4 video; returns the frame count."""
+    """Encode RGB frames (every one the first's size) as .mp4 or .webm; returns the frame count."""
     import av  # optional dependency: garasam[video]
 
     count = 0
-    suffix = Path(path).suffix.lstrip(".") or "mp4"
+    suffix = Path(path).suffix.lstrip(".").lower() or "mp4"
+    if suffix not in CODECS:
+        raise ValueError(f"{path}: write_video writes {' or '.join(f'.{s}' for s in CODECS)} files")
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format=suffix) as container:
         stream = None
         for frame in frames:
             if stream is None:
-                stream = container.add_stream("mpeg4", rate=Fraction(fps).limit_denominator(1000))
+                stream = container.add_stream(CODECS[suffix], rate=Fraction(fps).limit_denominator(1000))
                 stream.height, stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
                 stream.pix_fmt = "yuv420p"
                 stream.bit_rate = 4_000_000

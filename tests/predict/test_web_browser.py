@@ -4,87 +4,22 @@ Uses Debian's chromium (scripts/install_chromium.sh) through Playwright; Playwri
 browser here. Leaves a screenshot in test-artifacts/web.png.
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-
 import pytest
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, TIMEOUT_MS, needs_chromium, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SAMPLE = ROOT / "garasam" / "assets" / "samples" / "astronaut.jpg"
-TIMEOUT_MS = 120_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path):
-    """`garasam serve` on a free localhost port; yields its URL, stops it afterwards."""
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below, after the process ends
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "garasam.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"garasam serve exited with {process.returncode}:\n{(tmp_path / 'serve.log').read_text()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"garasam serve did not answer within 180 s:\n{(tmp_path / 'serve.log').read_text()}"
-                )
-            time.sleep(0.5)
+    with running_server(tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (bash scripts/install_chromium.sh)"
-)
+@needs_chromium
 def test_compare_page_in_chromium(server, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
