@@ -35,10 +35,12 @@ def card(stages: list[dict], results: dict[str, dict]) -> str:
         "",
         "SAM 2.1's architecture (transformers `Sam2VideoModel`: Hiera encoder, FPN neck, prompt encoder,",
         "mask decoder, memory attention, memory encoder, object pointers) shrunk so that tracking runs on a",
-        "CPU. Trained from scratch by `garasam pretrain-tiny-sam2` on **clean** synthetic scenes and clips of",
-        "one family (`source`), so degradations hurt it as they hurt SAM 2.1 and the other families are new",
-        "domains to it. It is the default model of `garasam track`, `garasam eval --video` and video",
-        "training; it is not a general segmentation model.",
+        "CPU. Trained by `garasam pretrain-tiny-sam2` on **clean** synthetic scenes and clips of one family",
+        "(`source`), so degradations hurt it as they hurt SAM 2.1 and the other families are new domains to",
+        "it; its prompt encoder and decoder start from the bundled tiny SAM's (trained on the same clean",
+        "scenes) and its coarse feature map is distilled towards that model's embedding. It is the default",
+        "model of `garasam track`, the web page's video tab, `garasam eval --video` and video training; it",
+        "is not a general segmentation model.",
         "",
         "## Architecture",
         "",
@@ -53,7 +55,14 @@ def card(stages: list[dict], results: dict[str, dict]) -> str:
     ]
     for index, stage in enumerate(stages, start=1):
         t = stage["training"]
-        origin = "from scratch" if t["init"] in (None, "None") else "from the previous stage's weights"
+        origin = (
+            "from the previous stage's weights"
+            if t["init"] not in (None, "None")
+            else f"from scratch, prompt encoder and decoder seeded from the tiny SAM ({t['seeded_from_tiny_sam']} tensors), "
+            f"coarse map distilled from it (weight {t['distill']})"
+            if t.get("seeded_from_tiny_sam")
+            else "from scratch"
+        )
         lines.append(
             f"- stage {index} ({stage['stage']}), {origin}: {t['steps_done']} steps of batch {t['batch_size']} in "
             f"{t['seconds'] / 60:.0f} min on {stage['hardware']}, peak lr {t['lr']}, warm-up {t['warmup_steps']} steps; "

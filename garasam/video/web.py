@@ -117,9 +117,11 @@ class VideoApp:
             raise ConfigError(f"the video tab needs SAM 2.1, got --video-model-type {resolved}")
         notes = [f"Video backbone: {resolved}{'' if checkpoint is None else f', {Path(checkpoint).name}'}."]
         bundled = bundled_weights(resolved)
-        if checkpoint is None and not (bundled is not None and bundled.is_file()):
-            notes.append(f"No weights for {resolved}: both video models use random weights.")
-            random_weights = True
+        if checkpoint is None and bundled is not None and not bundled.is_file():
+            notes.append(f"The bundled {resolved} weights are missing: both video models use random weights.")
+            random_weights = True  # a real type without a checkpoint is still refused unless asked for
+        elif checkpoint is None and bundled is None:
+            notes.append(f"No checkpoint given: {resolved} has random weights.")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             base = build_model(

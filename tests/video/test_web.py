@@ -147,3 +147,12 @@ def _image_app():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return WebApp.create(device="cpu")
+
+
+def test_a_real_sam2_without_weights_is_refused_unless_asked() -> None:
+    from garasam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sam2.1_hiera_t"):
+        VideoApp.create(model_type="sam2.1_hiera_t", device="cpu")
+    with pytest.raises(ConfigError, match="the video tab needs SAM 2.1"):
+        VideoApp.create(model_type="tiny", device="cpu")
