@@ -16,11 +16,12 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from garasam.errors import BusyError, WriteError
-from garasam.io import check_writable
+from garasam.errors import BusyError, ConfigError, DataError, WriteError
+from garasam.io import atomic_write_text, check_writable
 
 LOCK_NAME = ".garasam.lock"
 
@@ -120,3 +121,28 @@ def _describe_holder(fd: int) -> str:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return "its description is unreadable"
+
+
+def pin_settings(
+    folder: str | os.PathLike, file_name: str, settings: dict[str, Any], keys: Sequence[str] | None = None
+) -> None:
+    """The first run into `folder` records its settings in `file_name`; a later run (a resume) must
+    have the same ones (every key, or only `keys`), as resuming with others would mix two runs."""
+    folder = Path(folder)
+    path = folder / file_name
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable settings of an earlier run ({err})") from None
+    if not isinstance(previous, dict):
+        raise DataError(f"{path}: the settings of an earlier run are not a JSON object")
+    for key in keys if keys is not None else sorted(set(previous) | set(settings)):
+        if previous.get(key) != settings.get(key):
+            raise ConfigError(
+                f"{folder} holds a run with {key}={previous.get(key)!r}, this run has {settings.get(key)!r}; "
+                "use another --out, or the same settings to resume"
+            )

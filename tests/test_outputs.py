@@ -169,3 +169,23 @@ def test_a_filesystem_without_locks_runs_unguarded(code, tmp_path, monkeypatch) 
     with claim_output(tmp_path / "run", "train"):
         assert (tmp_path / "run").is_dir()
     assert not (tmp_path / "run" / LOCK_NAME).exists()
+
+
+def test_pin_settings_records_once_and_refuses_other_settings(tmp_path) -> None:
+    from garasam.errors import ConfigError, DataError
+    from garasam.outputs import pin_settings
+
+    out = tmp_path / "run"
+    pin_settings(out, "settings.json", {"seed": 1, "suite": "robustseg", "data": "a"})
+    pin_settings(out, "settings.json", {"seed": 1, "suite": "robustseg", "data": "a"})  # a resume
+    pin_settings(out, "settings.json", {"seed": 1, "suite": "robustseg", "data": "b"}, keys=("seed", "suite"))
+    with pytest.raises(ConfigError, match=r"holds a run with seed=1, this run has 2"):
+        pin_settings(out, "settings.json", {"seed": 2, "suite": "robustseg", "data": "a"})
+    with pytest.raises(ConfigError, match=r"data='a', this run has 'b'"):
+        pin_settings(out, "settings.json", {"seed": 1, "suite": "robustseg", "data": "b"})
+    (out / "settings.json").write_text("{ not json")
+    with pytest.raises(DataError, match=r"settings.json: unreadable settings of an earlier run"):
+        pin_settings(out, "settings.json", {"seed": 1})
+    (out / "settings.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="not a JSON object"):
+        pin_settings(out, "settings.json", {"seed": 1})

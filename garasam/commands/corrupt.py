@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -31,8 +30,8 @@ from garasam.data.readers import (
     open_dataset,
 )
 from garasam.errors import ConfigError, DataError
-from garasam.io import atomic_write_text, remove_stale_temp_files
-from garasam.outputs import claim_output
+from garasam.io import remove_stale_temp_files
+from garasam.outputs import claim_output, pin_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,24 +81,6 @@ def _list_suites() -> int:
     return 0
 
 
-def _check_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    """Refuse to mix two different seeds or suites in one output folder (resuming needs the same run)."""
-    path = out / MANIFEST
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: unreadable manifest of an earlier run ({err})") from None
-        for key in ("suite", "seed"):
-            if previous.get(key) != manifest[key]:
-                raise ConfigError(
-                    f"{out} was written with {key}={previous.get(key)!r}, this run has {manifest[key]!r}; "
-                    "use another --out or the same settings to resume"
-                )
-        return
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list_suites()
@@ -143,7 +124,9 @@ def _corrupt(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.data}: image ids must be unique to name output files, repeated: {duplicates[:5]}"
         )
-    _check_manifest(out, {"suite": args.suite, "seed": args.seed, "data": args.data})
+    pin_settings(
+        out, MANIFEST, {"suite": args.suite, "seed": args.seed, "data": args.data}, keys=("suite", "seed")
+    )
     remove_stale_temp_files(out)
 
     pending = [

@@ -10,14 +10,12 @@ into the same folder with the same settings computes only what is missing.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from garasam.assembly.spec import ModelSpec
 from garasam.errors import ConfigError
-from garasam.io import atomic_write_text
+from garasam.outputs import pin_settings
 
 SETTINGS = "video_settings.json"
 
@@ -59,7 +57,7 @@ def evaluate_videos(args: argparse.Namespace, specs: Mapping[str, ModelSpec]) ->
             for name, spec in specs.items()
         },
     }
-    _check_settings(args.out, settings)
+    pin_settings(args.out, SETTINGS, settings)
     torch.manual_seed(args.seed)
     models, _ = build_models(
         specs, model_type, args.checkpoint, args.device, random_weights=args.random_weights, video=True
@@ -87,20 +85,3 @@ def evaluate_videos(args: argparse.Namespace, specs: Mapping[str, ModelSpec]) ->
             row = ", ".join(f"{c} {100 * v['J&F']['value']:.1f}" for c, v in cells.items())
             print(f"  {protocol} {name}: J&F {row}")
     return 0
-
-
-def _check_settings(out: Any, settings: dict[str, Any]) -> None:
-    """A folder holds one evaluation: resuming with other settings would mix two."""
-    path = out / SETTINGS
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = None
-        if previous != settings:
-            raise ConfigError(
-                f"{out}: holds a video evaluation with other settings ({SETTINGS}): choose another --out"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")

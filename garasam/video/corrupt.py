@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,9 @@ from tqdm import tqdm
 from garasam.data.degradations import CLEAN, get_degradation, seed_for
 from garasam.data.degradations.temporal import degrade_clip, intensity_curve
 from garasam.data.labels import label_map, write_label_png
-from garasam.errors import ConfigError, DataError
+from garasam.errors import DataError
 from garasam.io import atomic_write_bytes, atomic_write_text
+from garasam.outputs import pin_settings
 from garasam.video.clips import Clip
 
 MANIFEST = "video_manifest.json"
@@ -51,7 +51,12 @@ def corrupt_clips(
     data: str,
 ) -> VideoCorruptReport:
     """Write `clean` and every (degradation, severity, folder) of `outputs` for every clip."""
-    _check_manifest(out, {"suite": suite, "seed": seed, "intensity_low": intensity_low, "data": data})
+    pin_settings(
+        out,
+        MANIFEST,
+        {"suite": suite, "seed": seed, "intensity_low": intensity_low, "data": data},
+        keys=("suite", "seed", "intensity_low"),
+    )
     report = VideoCorruptReport()
     plan = [("clean", CLEAN.default_severity, "clean"), *outputs]
     with tqdm(total=len(plan) * len(clips), desc="corrupt --video", unit="clip") as bar:
@@ -108,22 +113,3 @@ def _write_clip(
         "intensity": None if curve is None else curve.round(4).tolist(),
     }
     atomic_write_text(target / DONE, json.dumps(record) + "\n")
-
-
-def _check_manifest(out: Path, manifest: dict) -> None:
-    """One run's settings per output folder: resuming with others would mix two datasets."""
-    path = out / MANIFEST
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise DataError(f"{path}: unreadable manifest of an earlier run ({err})") from None
-        for key in ("suite", "seed", "intensity_low"):
-            if previous.get(key) != manifest[key]:
-                raise ConfigError(
-                    f"{out} was written with {key}={previous.get(key)!r}, this run has {manifest[key]!r}; "
-                    "use another --out or the same settings to resume"
-                )
-        return
-    os.makedirs(out, exist_ok=True)
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")

@@ -108,7 +108,7 @@ def test_corrupt_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "--data and --out are required" in capsys.readouterr().err
     assert main([*base, "--only", "fog"]) == 0
     assert main([*base, "--only", "fog", "--seed", "1"]) == 2  # would mix two seeds in one folder
-    assert "written with seed=0, this run has 1" in capsys.readouterr().err
+    assert "holds a run with seed=0, this run has 1" in capsys.readouterr().err
     assert main(["corrupt", "--list"]) == 0
     assert "elastic_transform_s1 .. elastic_transform_s5/ (geometric" in capsys.readouterr().out
 

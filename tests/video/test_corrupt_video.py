@@ -95,4 +95,4 @@ def test_another_runs_settings_are_refused(data: Path, tmp_path: Path, capsys) -
     out = tmp_path / "out"
     assert _corrupt(data, out, "--only", "fog", "--seed", "1") == 0
     assert _corrupt(data, out, "--only", "fog", "--seed", "2") == 2
-    assert "written with seed=1, this run has 2" in capsys.readouterr().err
+    assert "holds a run with seed=1, this run has 2" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_the_command_writes_a_report_and_resumes(clips: Path, tmp_path: Path, ca
     assert _eval(clips, out, "--only", "gauss_noise", "--protocol", "semi,box") == 0
     assert removed.is_file() and all(p.read_text() == text for p, text in kept.items())
     assert _eval(clips, out, "--only", "fog", "--protocol", "semi,box") == 2
-    assert "holds a video evaluation with other settings" in capsys.readouterr().err
+    assert "holds a run with" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
