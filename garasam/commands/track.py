@@ -87,6 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--random-weights", action="store_true", help="allow no --checkpoint (random weights: tests, timing)"
     )
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the model in bfloat16 (autocast; SAM 2.1's fast path on GPUs, masks may differ slightly)",
+    )
     prompts = parser.add_argument_group("prompts (at least one)")
     prompts.add_argument(
         "--box", type=parse_box, action="append", metavar="x0,y0,x1,y1[@frame]", help="an object's box"
@@ -173,6 +178,7 @@ def _settings(args: argparse.Namespace, objects: list[dict[str, Any]]) -> dict[s
         "checkpoint": name(args.checkpoint),
         "model_type": args.model_type,
         "adapters": name(args.adapters),
+        "bf16": args.bf16,
         "objects": objects,
     }
 
@@ -212,12 +218,14 @@ def _model_type(args: argparse.Namespace) -> str:
 
 
 def _predictor(args: argparse.Namespace, model_type: str) -> Any:
+    import torch
+
     from garasam.assembly import ModelSpec, build_model
     from garasam.video.predictor import VideoPredictor
 
     spec = ModelSpec(model_type, args.checkpoint, args.adapters)
     model = build_model(spec, device=args.device, random_weights=args.random_weights, video=True)
-    return VideoPredictor(model)
+    return VideoPredictor(model, dtype=torch.bfloat16 if args.bf16 else None)
 
 
 def _track(

@@ -134,8 +134,10 @@ def _prompt_seed(seed: int, clip: str, obj_id: int) -> int:
 
 def track(
     predictor: VideoPredictor, frames: Sequence[np.ndarray], prompts: Sequence[ObjectPrompt]
-) -> dict[int, dict[int, np.ndarray]]:
-    """Frame -> object id -> predicted bool mask, from the earliest prompt to the end."""
+) -> tuple[dict[int, dict[int, np.ndarray]], dict[int, dict[int, dict[str, float]]]]:
+    """Frame -> object id -> predicted bool mask, from the earliest prompt to the end; and, for a
+    predictor that records gates, frame -> object id -> gated layer -> mean active rank on the
+    tracked frames (empty otherwise)."""
     state = predictor.init_state(list(frames))
     for prompt in sorted(prompts, key=lambda p: p.frame):
         if prompt.mask is not None:
@@ -150,7 +152,7 @@ def track(
     predicted: dict[int, dict[int, np.ndarray]] = {}
     for frame, ids, logits in predictor.propagate_in_video(state):
         predicted[frame] = {obj_id: (logits[i, 0] > 0).cpu().numpy() for i, obj_id in enumerate(ids)}
-    return predicted
+    return predicted, state.gate_log
 
 
 def score(
@@ -202,7 +204,7 @@ def evaluate_video(
 ) -> list[dict[str, Any]]:
     """Every (model, protocol, condition, clip) record, read from `records` where a previous run left
     it, computed (and written there at once) otherwise."""
-    predictors = {name: VideoPredictor(model) for name, model in models.items()}
+    predictors = {name: VideoPredictor(model, record_gates=True) for name, model in models.items()}
     done: list[dict[str, Any]] = []
     total = len(models) * len(protocols) * len(conditions) * len(clips)
     with tqdm(total=total, desc="eval --video", unit="run") as bar:
@@ -233,7 +235,7 @@ def evaluate_video(
                         if not prompts:
                             raise DataError(f"{clip.name}: no annotated object to prompt")
                         with torch.inference_mode():
-                            predicted = track(predictors[name], view_frames, prompts)
+                            predicted, gates = track(predictors[name], view_frames, prompts)
                         record = {
                             "model": name,
                             "protocol": protocol,
@@ -246,6 +248,14 @@ def evaluate_video(
                                 predicted, view_annotations, prompts, len(view_frames), frames[0].shape[:2]
                             ),
                         }
+                        if gates:  # the gated adapters' mean active rank, per tracked frame and object
+                            record["gates"] = {
+                                str(frame): {
+                                    str(obj): {layer: round(rank, 3) for layer, rank in layers.items()}
+                                    for obj, layers in objects.items()
+                                }
+                                for frame, objects in sorted(gates.items())
+                            }
                         atomic_write_text(path, json.dumps(record) + "\n")
                         done.append(record)
                         if on_record is not None:

@@ -51,6 +51,9 @@ class VideoPredictor:
     `record_gates`: keep, per frame and object, each gated adapter's mean active rank when the
     frame was tracked (`state.gate_log[frame][obj_id][layer]`): the encoder's gates decide per
     frame (and window), the memory attention's per frame and object.
+    `dtype`: run the model under autocast to this dtype (`torch.bfloat16`: SAM 2.1's own fast path,
+    as the official predictor runs on GPUs); outputs and memories are kept in float32, so only the
+    model's arithmetic changes (tests/video/test_predictor.py measures the difference on a CPU).
     """
 
     def __init__(
@@ -60,7 +63,12 @@ class VideoPredictor:
         non_overlap_masks: bool = False,
         add_all_frames_to_correct_as_cond: bool = False,
         record_gates: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> None:
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise ConfigError(
+                f"VideoPredictor: dtype must be a floating-point torch dtype or None, got {dtype!r}"
+            )
         if not is_video_model(model):
             raise ConfigError(
                 f"VideoPredictor needs SAM 2.1 in video mode (build_sam(model_type, checkpoint, video=True)), "
@@ -71,6 +79,7 @@ class VideoPredictor:
         self.non_overlap_masks = non_overlap_masks
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.record_gates = record_gates
+        self.dtype = dtype
 
     @property
     def device(self) -> torch.device:
@@ -357,44 +366,53 @@ class VideoPredictor:
     ) -> dict:
         """One object on one frame: the decoder on memory-conditioned features, and (`memory`) the
         frame's memory for later frames."""
-        out = self.model._run_single_frame_inference(
-            inference_session=state,
-            frame_idx=frame_idx,
-            obj_idx=obj_idx,
-            batch_size=1,
-            is_init_cond_frame=initial,
-            point_inputs=points,
-            mask_inputs=mask,
-            reverse=reverse,
-            prev_sam_mask_logits=previous_logits,
-            streaming=state.streaming,
-        )
+        with self._autocast():
+            out = self.model._run_single_frame_inference(
+                inference_session=state,
+                frame_idx=frame_idx,
+                obj_idx=obj_idx,
+                batch_size=1,
+                is_init_cond_frame=initial,
+                point_inputs=points,
+                mask_inputs=mask,
+                reverse=reverse,
+                prev_sam_mask_logits=previous_logits,
+                streaming=state.streaming,
+            )
         result = {
-            "pred_masks": out["pred_masks"].to(state.inference_state_device),
+            "pred_masks": out["pred_masks"].float().to(state.inference_state_device),
             # [objects, width] as the official code keeps it (transformers' extra axis is only folded
             # away when the memory is narrower than the model, which the mini's is not)
-            "object_pointer": out["object_pointer"].reshape(-1, out["object_pointer"].shape[-1]),
-            "object_score_logits": out["object_score_logits"],
+            "object_pointer": out["object_pointer"].float().reshape(-1, out["object_pointer"].shape[-1]),
+            "object_score_logits": out["object_score_logits"].float(),
             "maskmem_features": None,
             "maskmem_pos_enc": None,
         }
         if memory:
-            self._write_memory(state, frame_idx, result, out["high_res_masks"], binarize=points is not None)
+            self._write_memory(
+                state, frame_idx, result, out["high_res_masks"].float(), binarize=points is not None
+            )
         return result
 
     def _write_memory(
         self, state: VideoState, frame_idx: int, out: dict, high_res_masks: torch.Tensor, binarize: bool
     ) -> None:
         """The memory encoder on the frame's features and mask (binarised for prompted frames)."""
-        features, _ = self.model._prepare_vision_features(state, frame_idx, batch_size=1)
-        memory, position = self.model._encode_new_memory(
-            current_vision_feats=features[-1],
-            pred_masks_high_res=high_res_masks,
-            object_score_logits=out["object_score_logits"],
-            is_mask_from_pts=binarize,
+        with self._autocast():
+            features, _ = self.model._prepare_vision_features(state, frame_idx, batch_size=1)
+            memory, position = self.model._encode_new_memory(
+                current_vision_feats=features[-1],
+                pred_masks_high_res=high_res_masks,
+                object_score_logits=out["object_score_logits"],
+                is_mask_from_pts=binarize,
+            )
+        out["maskmem_features"] = memory.float().to(state.inference_state_device)
+        out["maskmem_pos_enc"] = position.float().to(state.inference_state_device)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(
+            self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         )
-        out["maskmem_features"] = memory.to(state.inference_state_device)
-        out["maskmem_pos_enc"] = position.to(state.inference_state_device)
 
     def _start_tracking(self, state: VideoState) -> None:
         """Write the memory of newly prompted frames and move them into the tracking outputs (the
@@ -431,8 +449,12 @@ class VideoPredictor:
             if out is None:
                 out = self._decode(state, obj_idx, frame_idx, False, None, None, reverse)
                 outputs["non_cond_frame_outputs"][frame_idx] = out
-                if self.record_gates:
-                    ranks = {g.name: float(g.mean_active_rank[0]) for g in read_gates(self.model).summary()}
+                ranks = (
+                    {g.name: float(g.mean_active_rank[0]) for g in read_gates(self.model).summary()}
+                    if self.record_gates
+                    else {}
+                )
+                if ranks:  # a model without gated adapters has nothing to record
                     state.gate_log.setdefault(frame_idx, {})[state.obj_idx_to_id(obj_idx)] = ranks
             state.frames_tracked_per_obj[obj_idx][frame_idx] = {"reverse": reverse}
             masks.append(out["pred_masks"].to(self.device))

@@ -158,3 +158,28 @@ def test_an_oracle_tracker_scores_one_under_every_degradation(
     summary = json.loads((out / "results.json").read_text())["summary"]["frozen"]
     values = [cell["J&F"]["value"] for protocol in summary.values() for cell in protocol.values()]
     assert len(values) == 6 and all(v == 1.0 for v in values)
+
+
+def test_records_of_a_gated_model_carry_its_active_rank_per_tracked_frame(tmp_path: Path) -> None:
+    """The study's claim on the gates reads them from here: GaRA's records hold, per tracked frame
+    and object, each gated layer's mean active rank; a model without gates records none."""
+    from garasam.adapters import GaRAConfig, inject_adapters
+    from garasam.models import build_sam
+    from garasam.video.clips import open_clips
+    from garasam.video.evaluate import evaluate_video
+
+    write_clips(tmp_path / "clips", 1, 0, size=(64, 64), length=4, family="target")
+    clips = open_clips(f"frames:{tmp_path / 'clips'}")
+    frozen = build_sam("sam2.1_mini", video=True)
+    gara = inject_adapters(build_sam("sam2.1_mini", video=True), GaRAConfig(r_low=2, r_high=4))
+    conditions = plan_video_conditions("robustseg", None, ["fog"])
+    records = evaluate_video(
+        {"frozen": frozen, "gara": gara}, clips, conditions, ["semi"], "robustseg", 0, tmp_path / "r"
+    )
+    by_model = {(r["model"], r["condition"]): r for r in records}
+    assert all("gates" not in r for (model, _), r in by_model.items() if model == "frozen")
+    for (model, _), record in by_model.items():
+        if model == "gara":
+            assert set(record["gates"]) == {"1", "2", "3"}  # frame 0 is prompted, not tracked
+            layers = next(iter(record["gates"]["1"].values()))
+            assert len(layers) == 5 and all(0 <= rank <= 4 for rank in layers.values())

@@ -173,3 +173,13 @@ def test_a_binary_mask_with_void_is_read_by_its_ids(clip: Path, tmp_path: Path) 
     assert _track(clip, tmp_path / "out", "--mask", str(path)) == 0
     objects = json.loads((tmp_path / "out" / "track.json").read_text())["settings"]["objects"]
     assert objects == [{"id": 1, "frame": 0, "mask": str(path), "value": 1}]
+
+
+def test_bf16_is_recorded_and_a_run_in_another_precision_is_another_run(
+    clip: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    assert _track(clip, out, "--box", "8,16,24,32", "--bf16") == 0
+    assert json.loads((out / "track.json").read_text())["settings"]["bf16"] is True
+    assert _track(clip, out, "--box", "8,16,24,32") == 2  # float32 into the bf16 run's folder
+    assert "holds the tracks of another run" in capsys.readouterr().err
