@@ -152,7 +152,7 @@ def test_an_oracle_tracker_scores_one_under_every_degradation(
         return frames, truth, curve
 
     monkeypatch.setattr(module, "_degrade", degrade_and_remember)
-    monkeypatch.setattr(module, "track", lambda predictor, frames, prompts: annotations)
+    monkeypatch.setattr(module, "track", lambda predictor, frames, prompts: (annotations, {}))
     out = tmp_path / "ev"
     assert _eval(clips, out, "--only", "fog,elastic_transform", "--protocol", "semi,clicks") == 0
     summary = json.loads((out / "results.json").read_text())["summary"]["frozen"]
