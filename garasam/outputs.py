@@ -130,6 +130,7 @@ def pin_settings(
     have the same ones (every key, or only `keys`), as resuming with others would mix two runs."""
     folder = Path(folder)
     path = folder / file_name
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(settings, indent=2) + "\n")

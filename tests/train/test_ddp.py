@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from safetensors.torch import load_file
 
 from garasam.train import train
 from garasam.train.monitor import read_log
+from tests.launch import torchrun_garasam
 
 from .conftest import CONFIGS, fast_overrides
 
@@ -20,24 +19,9 @@ from .conftest import CONFIGS, fast_overrides
 def _torchrun(
     recipe: str, output: Path, scenes: str, checkpoint: Path, *extra: str
 ) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "garasam.cli",
-        "train",
-        "--config",
-        str(CONFIGS / recipe),
-        *fast_overrides(output, scenes, checkpoint),
-        *extra,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+    return torchrun_garasam(
+        "train", "--config", str(CONFIGS / recipe), *fast_overrides(output, scenes, checkpoint), *extra
+    )
 
 
 def _losses(output: Path) -> list[float]:

@@ -150,21 +150,11 @@ def test_two_processes_train_with_averaged_gradients(setup, tmp_path: Path) -> N
     """torchrun with 2 CPU processes (gloo): each tracks its own clip, the adapters' gradients are
     averaged, rank 0 writes; the run completes and records its world size."""
     import json
-    import os
-    import subprocess
-    import sys
+
+    from tests.launch import torchrun_garasam
 
     clips, checkpoint = setup
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "garasam.cli",
-    ]
-    command += [
+    torchrun_garasam(
         "train",
         "--config",
         str(RECIPE),
@@ -172,12 +162,15 @@ def test_two_processes_train_with_averaged_gradients(setup, tmp_path: Path) -> N
         f"frames:{clips}",
         "--checkpoint",
         str(checkpoint),
-    ]
-    command += ["--model-type", "sam2.1_mini", "--out", str(tmp_path / "ddp"), "--max-steps", "2"]
-    command += ["logging.progress=false", "data.frames=3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+        "--model-type",
+        "sam2.1_mini",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--max-steps",
+        "2",
+        "logging.progress=false",
+        "data.frames=3",
+    )
     records = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert next(r for r in records if r["event"] == "start")["world_size"] == 2
     assert (tmp_path / "ddp" / "adapters" / "adapter_model.safetensors").is_file()
