@@ -11,7 +11,8 @@
 
 The settings are the study's (garasam.miniature.plan), fixed before any of its results were seen;
 `garasam study` runs every arm with three seeds. `--checkpoint`/`--data` run the same flow on real
-SAM weights and data.
+SAM weights and data. `--video`: the robust-video miniature's core instead (frozen, per-frame GaRA,
+GaRA in the encoder and the memory attention; seen and zero-shot clips; docs/video-miniature.md).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=output_dir, default=Path("demo_out"), help="output folder (default: demo_out)"
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run of about three minutes")
+    parser.add_argument(
+        "--video",
+        action="store_true",
+        help="the video miniature's core on the bundled sam2.1_tiny (docs/video-miniature.md)",
+    )
     parser.add_argument(
         "--model-type", default=None, help="SAM backbone of --checkpoint (vit_b, vit_l, vit_h)"
     )
@@ -58,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from garasam.miniature.runner import run_miniature
     from garasam.outputs import claim_output
 
+    if args.video:
+        return _run_video(args)
     plan = PLANS["quick" if args.quick else "demo"]
     if args.max_steps is not None:
         plan = replace(plan, steps=args.max_steps)
@@ -84,4 +92,36 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wall time {summary['wall_time_s']:.0f} s; reports in {args.out / 'eval'}, tables in {args.out / 'demo.md'}"
     )
+    return 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    from garasam.errors import ConfigError
+    from garasam.outputs import claim_output
+    from garasam.video.study import run_video_study
+    from garasam.video.study_plan import PLANS as VIDEO_PLANS
+
+    given = [
+        flag
+        for flag, value in (
+            ("--checkpoint", args.checkpoint),
+            ("--data", args.data),
+            ("--test-data", args.test_data),
+            ("--zero-shot-data", args.zero_shot_data),
+            ("--model-type", args.model_type),
+        )
+        if value is not None
+    ]
+    if given:
+        raise ConfigError(
+            f"--video runs on the bundled sam2.1_tiny and synthetic clips: {', '.join(given)} do not apply"
+        )
+    plan = VIDEO_PLANS["quick" if args.quick else "demo"]
+    if args.max_steps is not None:
+        plan = replace(plan, steps=args.max_steps)
+    with claim_output(args.out, "demo"):
+        summary = run_video_study(args.out, plan, device=args.device)
+        atomic_write_text(args.out / "demo.md", summary["markdown"])
+    print(summary["markdown"])
+    print(f"wall time {summary['wall_time_s']:.0f} s; tables in {args.out / 'demo.md'}")
     return 0

@@ -6,6 +6,12 @@
   from (folders, video files through PyAV, arrays) and SAM 2's frame preprocessing.
 - `garasam.video.metrics`: the DAVIS measures J (region) and F (boundary), per-sequence statistics.
 - `garasam.video.clips`: clips with masks from DAVIS and frames + masks folders, read lazily.
+- `garasam.video.evaluate` / `report`: `garasam eval --video` (J, F, J&F per protocol and
+  condition, gate records per frame); `training` / `train_config`: video recipes for `garasam train`.
+- `garasam.video.web`: the web page's video tab; `pretrain_tiny`: the bundled `sam2.1_tiny`'s
+  pretraining.
+- `garasam.video.study_plan` / `study` / `study_analysis`: the robust-video miniature
+  (`garasam study --video`, docs/video-miniature.md).
 """
 
 from garasam.lazy import lazy_exports

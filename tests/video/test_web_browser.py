@@ -33,7 +33,9 @@ def test_video_tab_in_chromium(server, tmp_path) -> None:
 
             # a bad upload shows a message naming the file and leaves the server running
             page.locator("#video-upload input[type=file]").set_input_files(str(not_a_video))
-            expect(page.locator("#video-status")).to_contain_text("holiday.mp4: PyAV cannot decode this video")
+            expect(page.locator("#video-status")).to_contain_text(
+                "holiday.mp4: PyAV cannot decode this video"
+            )
 
             page.locator("#video-sample").click()
             canvas = page.locator("#video-canvas img").first
