@@ -157,13 +157,18 @@ def train_arm(
         "logging.tensorboard=true",  # `tensorboard --logdir <out>/runs` shows every arm (logging only)
         *ARM_OVERRIDES.get(arm, ()),
     ]
-    result = train(load_config(None, overrides))
+    return finish_run(run_dir, arm, seed, train(load_config(None, overrides)))
+
+
+def finish_run(run_dir: Path, arm: str, seed: int, result: Any) -> Path:
+    """Mark a completed training run done (its adapter folder recorded, so a resumed study skips
+    it); a run that did not complete is an error that says to run again."""
     if result.status != "completed" or result.adapters_dir is None:
         raise ConfigError(
             f"{run_dir}: training {arm} (seed {seed}) ended {result.status}; run again to resume"
         )
     record = {"arm": arm, "seed": seed, "adapters_dir": str(result.adapters_dir), "seconds": result.seconds}
-    atomic_write_text(done, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(run_dir / DONE, json.dumps(record, indent=2) + "\n")
     return result.adapters_dir
 
 

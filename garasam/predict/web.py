@@ -418,6 +418,16 @@ def render(app: WebApp, state: PageState, message: str = "") -> tuple[Any, ...]:
     )
 
 
+def error_message(err: Exception, where: str = "web page") -> str:
+    """What the page shows for a failed request: a user error's message without server paths, or a
+    pointer to the server's log (where the traceback goes) for anything else."""
+    if isinstance(err, GarasamError):
+        _LOG.warning("%s: %s", where, err)
+        return f"**Error:** {public_message(str(err))}"
+    _LOG.error("%s: unexpected error", where, exc_info=err)
+    return "**Error:** the server could not process this request (details in its log)"
+
+
 def _guarded(app: WebApp, handler: Any) -> Any:
     """Turn a user error into a visible message; the previous page state stays."""
 
@@ -427,12 +437,7 @@ def _guarded(app: WebApp, handler: Any) -> Any:
         try:
             return handler(*args)
         except Exception as err:  # whatever fails, the page gets a message, never a trace or a path
-            if isinstance(err, GarasamError):
-                _LOG.warning("web page: %s", err)
-                message = f"**Error:** {public_message(str(err))}"
-            else:
-                _LOG.exception("web page: unexpected error")
-                message = "**Error:** the server could not process this request (details in its log)"
+            message = error_message(err)
             try:
                 return render(app, state, message)
             except GarasamError:  # the stored prompt itself is the problem: drop it

@@ -16,15 +16,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
-from garasam.miniature.runner import environment
+from garasam.miniature.runner import DONE, environment, finish_run
 from garasam.outputs import pin_settings
 from garasam.runtime import resolve_device
 from garasam.video.study_plan import ARMS, SIZE, SPLIT_FAMILIES, TEST_SETS, VideoStudyPlan, lr_for, run_name
 
 MODEL_TYPE = "sam2.1_tiny"
-DONE = "study_done.json"
 
 
 def run_video_study(
@@ -114,14 +112,8 @@ def train_arm(run_dir: Path, arm: str, seed: int, plan: VideoStudyPlan, data: st
         "logging.progress=false",
         "logging.tensorboard=false",
     ]
-    result = train_video(load_config(None, ["task=video", *overrides], config_class=VideoTrainConfig))
-    if result.status != "completed" or result.adapters_dir is None:
-        raise ConfigError(
-            f"{run_dir}: training {arm} (seed {seed}) ended {result.status}; run again to resume"
-        )
-    record = {"arm": arm, "seed": seed, "adapters_dir": str(result.adapters_dir), "seconds": result.seconds}
-    atomic_write_text(done, json.dumps(record, indent=2) + "\n")
-    return result.adapters_dir
+    config = load_config(None, ["task=video", *overrides], config_class=VideoTrainConfig)
+    return finish_run(run_dir, arm, seed, train_video(config))
 
 
 def evaluate_all(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import tempfile
 import threading
@@ -49,6 +48,7 @@ from garasam.predict.web import (
     ServerLimits,
     add_click,
     degradation_names,
+    error_message,
     fit_working_size,
     public_message,
     severity_slider,
@@ -63,7 +63,6 @@ WORKING_SIDE = 480
 DEFAULT_MODEL = "sam2.1_tiny"
 SAMPLE_SEED = 7  # the generated sample: a target-family clip, the family adapters are trained on
 FPS = 8.0
-_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -288,12 +287,7 @@ def _guarded(handler: Any) -> Any:
         try:
             return handler(*args)
         except Exception as err:  # whatever fails, the page gets a message, never a trace or a path
-            if isinstance(err, GarasamError):
-                _LOG.warning("video tab: %s", err)
-                message = f"**Error:** {public_message(str(err))}"
-            else:
-                _LOG.exception("video tab: unexpected error")
-                message = "**Error:** the server could not process this request (details in its log)"
+            message = error_message(err, "video tab")
             return render(dataclasses.replace(state, page=state.page.cleared()), message)
 
     return run
