@@ -1,4 +1,5 @@
 """CUDA graphs for the fast encoder at inference: capture an input shape once it repeats, then replay.
+(`FrameGraphs`, at the end: the same for SAM 2.1's per-frame encoder in the video tracker.)
 
 At batch 1 the encoder's GPU work per block is too small to hide the CPU time spent launching it,
 and every adapter adds a handful of small operators (gates, the fused GEMM, the rank update). A
@@ -164,3 +165,84 @@ def _state(layer: AdapterLinear) -> Tensors:
     state = layer.gate_state
     assert state is not None
     return state.segment, state.active
+
+
+class FrameGraphs:
+    """CUDA graphs of SAM 2.1's per-frame image encoder in the video tracker (`get_image_features`
+    of a `Sam2VideoModel`): every frame of a video has one input shape, so after the first frame
+    runs eagerly and the second captures, every later frame replays one graph.
+
+    Unlike `EncoderGraphs`, the outputs are copied out of the graph (a tracker keeps each frame's
+    features for its memory while later frames replay), and so are the gated adapters' states.
+    The key is the input's shape, dtype and device, the autocast and inference-mode state and which
+    adapters are disabled; gradients, training mode, or a CPU input without `capture` run eagerly.
+    `capture` replaces `capture_cuda_graph`, e.g. to check the bookkeeping on a CPU.
+    """
+
+    def __init__(self, model: nn.Module, max_graphs: int = 2, capture: Capture | None = None) -> None:
+        self.encode = model.get_image_features  # the model's own (bound) method
+        self.adapters = [m for m in model.vision_encoder.modules() if isinstance(m, AdapterLinear)]
+        self.max_graphs, self.capture = max_graphs, capture
+        self.graphs: OrderedDict[Hashable, tuple[Callable[[], None], Tensors, Tensors, int, type, list]] = (
+            OrderedDict()
+        )
+        self.seen: set[Hashable] = set()
+        self.captures = 0
+        self.replays = 0
+
+    def __call__(self, pixel_values: torch.Tensor, **kwargs: object) -> object:
+        key = None if kwargs.keys() - {"return_dict"} else self._key(pixel_values)
+        if key is None:
+            return self.encode(pixel_values, **kwargs)
+        if key not in self.graphs:
+            if key not in self.seen:
+                self.seen.add(key)
+                return self.encode(pixel_values, **kwargs)
+            self.graphs[key] = self._capture(pixel_values)
+            while len(self.graphs) > self.max_graphs:
+                self.graphs.popitem(last=False)
+        self.graphs.move_to_end(key)
+        replay, inputs, outputs, levels, kind, gated = self.graphs[key]
+        inputs[0].copy_(pixel_values)
+        replay()
+        self.replays += 1
+        copies = [t.clone() for t in outputs]
+        for layer in self.adapters:
+            layer.gate_state = None
+        states = copies[2 * levels :]
+        for index, layer in enumerate(gated):
+            layer.gate_state = GateState(states[2 * index], states[2 * index + 1])
+        return kind(fpn_hidden_states=copies[:levels], fpn_position_encoding=copies[levels : 2 * levels])
+
+    def _key(self, pixel_values: torch.Tensor) -> Hashable | None:
+        if torch.is_grad_enabled() or any(layer.training for layer in self.adapters):
+            return None
+        if self.capture is None and pixel_values.device.type != "cuda":
+            return None
+        device = pixel_values.device.type
+        return (
+            tuple(pixel_values.shape),
+            pixel_values.dtype,
+            pixel_values.device,
+            torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device),
+            torch.is_inference_mode_enabled(),
+            tuple(layer.disabled for layer in self.adapters),
+        )
+
+    def _capture(self, pixel_values: torch.Tensor) -> tuple:
+        found: dict[str, object] = {}
+
+        def run(pixels: torch.Tensor) -> Tensors:
+            for layer in self.adapters:
+                layer.gate_state = None
+            out = self.encode(pixels, return_dict=True)
+            found["levels"], found["kind"] = len(out.fpn_hidden_states), type(out)
+            found["gated"] = [layer for layer in self.adapters if layer.gate_state is not None]
+            states = [t for layer in found["gated"] for t in _state(layer)]
+            return (*out.fpn_hidden_states, *out.fpn_position_encoding, *states)
+
+        inputs: Tensors = (pixel_values.clone(),)
+        replay, outputs = (self.capture or capture_cuda_graph)(run, inputs)
+        self.captures += 1
+        return replay, inputs, outputs, found["levels"], found["kind"], found["gated"]

@@ -33,6 +33,7 @@ from torch import nn
 
 from garasam.assembly.encoding import read_gates
 from garasam.errors import ConfigError, DataError
+from garasam.fast.cuda_graphs import Capture, FrameGraphs
 from garasam.models.checkpoint import is_video_model
 from garasam.video.frames import FrameSource, frame_to_input, open_frames
 from garasam.video.state import VideoState
@@ -54,6 +55,9 @@ class VideoPredictor:
     `dtype`: run the model under autocast to this dtype (`torch.bfloat16`: SAM 2.1's own fast path,
     as the official predictor runs on GPUs); outputs and memories are kept in float32, so only the
     model's arithmetic changes (tests/video/test_predictor.py measures the difference on a CPU).
+    `cuda_graphs`: replay the per-frame image encoder as a CUDA graph on a GPU
+    (`garasam.fast.cuda_graphs.FrameGraphs`, installed on the model); a callable stands in for the
+    capture (tests check the bookkeeping on a CPU with one).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class VideoPredictor:
         add_all_frames_to_correct_as_cond: bool = False,
         record_gates: bool = False,
         dtype: torch.dtype | None = None,
+        cuda_graphs: bool | Capture = False,
     ) -> None:
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
             raise ConfigError(
@@ -80,6 +85,11 @@ class VideoPredictor:
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.record_gates = record_gates
         self.dtype = dtype
+        installed = model.get_image_features
+        self.frame_graphs = installed if isinstance(installed, FrameGraphs) else None
+        if cuda_graphs and self.frame_graphs is None:  # one set of graphs per model
+            self.frame_graphs = FrameGraphs(model, capture=None if cuda_graphs is True else cuda_graphs)
+            model.get_image_features = self.frame_graphs
 
     @property
     def device(self) -> torch.device:

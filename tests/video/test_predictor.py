@@ -245,3 +245,42 @@ def test_bf16_tracks_as_float32_on_the_bundled_model() -> None:
 def test_the_predictor_refuses_a_dtype_that_is_not_floating(model: torch.nn.Module) -> None:
     with pytest.raises(ConfigError, match="dtype must be a floating-point torch dtype"):
         VideoPredictor(model, dtype=torch.int8)
+
+
+def _eager_capture(fn, inputs):
+    """A stand-in for CUDA graph capture on a CPU: the outputs are static tensors that each replay
+    recomputes in place, as a graph's are."""
+    outputs = fn(*inputs)
+
+    def replay() -> None:
+        for static, new in zip(outputs, fn(*inputs), strict=True):
+            static.copy_(new)
+
+    return replay, outputs
+
+
+def test_frame_graphs_replay_the_encoder_with_the_eager_masks_and_gates() -> None:
+    """CUDA graphs of the per-frame encoder (bookkeeping checked on a CPU): the second frame
+    captures (and replays, as a capture runs nothing), the later ones replay, and masks and GaRA's per-frame gate records equal eager
+    tracking's (a replay that read a stale input or mislabelled a gate would differ)."""
+    frames = _clip(6)
+    results = []
+    for graphs in (False, _eager_capture):
+        torch.manual_seed(0)  # the same random model twice
+        model = inject_adapters(build_sam("sam2.1_mini", video=True), GaRAConfig(r_low=2, r_high=4))
+        torch.manual_seed(1)
+        for layer in model.modules():  # non-zero adapters, so that they change the features
+            if hasattr(layer, "lora_B"):
+                torch.nn.init.normal_(layer.lora_B, std=0.05)
+        with torch.no_grad():
+            model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(20.0)
+        predictor = VideoPredictor(model, record_gates=True, cuda_graphs=graphs)
+        state = predictor.init_state(frames)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[16, 24]], labels=[1])
+        masks = {f: m for f, _, m in predictor.propagate_in_video(state)}
+        results.append((masks, state.gate_log, predictor.frame_graphs))
+    (eager, eager_gates, none), (graphed, graphed_gates, graphs) = results
+    assert none is None and graphs.captures == 1 and graphs.replays == len(frames) - 1
+    for frame in eager:
+        torch.testing.assert_close(graphed[frame], eager[frame])
+    assert graphed_gates == eager_gates and len(eager_gates) == len(frames) - 1
