@@ -99,14 +99,18 @@ def sample_clip(clips: list[Clip], config: VideoTrainConfig, rng: np.random.Gene
         curve = intensity_curve(len(frames), seed, low=data.intensity_low)
     severity = data.severity if data.severity is not None else int(rng.choice(degradation.severities))
     stacks = None
-    if degradation.geometric:
+    if degradation.geometric:  # an object that has left a frame is warped as an empty mask there
+        empty = np.zeros(frames[0].shape[:2], bool)
         stacks = [
-            np.stack([annotations[f][o] for o in chosen]) if f in annotations else None
+            np.stack([annotations[f].get(o, empty) for o in chosen]) if f in annotations else None
             for f in range(len(frames))
         ]
     frames, warped = degrade_clip(degradation, frames, seed, severity, masks=stacks, intensity=curve)
-    if warped is not None:
-        annotations = {f: dict(zip(chosen, warped[f], strict=True)) for f in annotations}
+    if warped is not None:  # the warped masks, of the objects each frame annotates
+        annotations = {
+            f: {o: w for o, w in zip(chosen, warped[f], strict=True) if o in annotations[f]}
+            for f in annotations
+        }
     prompts = {}
     for obj in chosen:
         mask = annotations[0][obj]

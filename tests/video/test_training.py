@@ -194,3 +194,35 @@ def test_the_adapters_train_while_the_frozen_model_stays_in_eval(setup, tmp_path
     monkeypatch.setattr(training, "clip_loss", spy)
     train_video(_config(setup, tmp_path / "run", "run.max_steps=1"))
     assert seen == [(True, False)]
+
+
+def test_a_geometric_degradation_warps_clips_whose_objects_leave_the_picture(setup, tmp_path: Path) -> None:
+    """Object 2 is on frame 0 only (it left the picture): warping the clip (elastic) keeps every
+    frame's own objects, object 2 absent from frame 1 on, instead of failing on the missing mask
+    (found by the first run of `garasam demo --video`)."""
+    from PIL import Image
+
+    from garasam.data.labels import write_label_png
+
+    clip = tmp_path / "clips" / "leaving"
+    rng = np.random.default_rng(0)
+    for t in range(3):
+        (clip / "frames").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            clip / "frames" / f"{t:05d}.jpg"
+        )
+        labels = np.zeros((48, 64), np.uint8)
+        labels[10:30, 5 + t : 25 + t] = 1
+        if t == 0:
+            labels[30:44, 40:60] = 2
+        write_label_png(clip / "masks" / f"{t:05d}.png", labels)
+    config = _config(
+        (tmp_path / "clips", setup[1]),
+        Path("unused"),
+        "data.degradation_weights={elastic_transform: 1}",
+        "data.max_objects=2",
+    )
+    for draw in range(4):
+        sample = sample_clip(open_clips(f"frames:{tmp_path / 'clips'}"), config, np.random.default_rng(draw))
+        assert sample.degradation == "elastic_transform" and set(sample.annotations[0]) == {1, 2}
+        assert all(set(sample.annotations[f]) == {1} for f in (1, 2))
