@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from garasam.adapters import adapter_layers
 from garasam.data.degradations import CLEAN, folder_name, get_degradation, get_suite, seed_for
 from garasam.data.degradations.temporal import degrade_clip, intensity_curve
 from garasam.data.prompts import mask_box, sample_points
@@ -204,7 +205,11 @@ def evaluate_video(
 ) -> list[dict[str, Any]]:
     """Every (model, protocol, condition, clip) record, read from `records` where a previous run left
     it, computed (and written there at once) otherwise."""
-    predictors = {name: VideoPredictor(model, record_gates=True) for name, model in models.items()}
+    # gate records only for models with adapters: a frozen model would walk its modules every frame for nothing
+    predictors = {
+        name: VideoPredictor(model, record_gates=bool(adapter_layers(model)))
+        for name, model in models.items()
+    }
     done: list[dict[str, Any]] = []
     total = len(models) * len(protocols) * len(conditions) * len(clips)
     with tqdm(total=total, desc="eval --video", unit="run") as bar:
