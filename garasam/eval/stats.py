@@ -104,29 +104,37 @@ class Bootstrap:
 
     def estimate(self, name: str, scores: Scores, statistic: str) -> Estimate:
         point, redrawn = self.replicate(name, scores, statistic)
-        return _interval(point, redrawn)
+        return interval(point, redrawn)
 
     def difference(self, a: str, scores_a: Scores, b: str, scores_b: Scores, statistic: str) -> Estimate:
         """`statistic` of a minus that of b, paired over objects."""
         point_a, redrawn_a = self.replicate(a, scores_a, statistic)
         point_b, redrawn_b = self.replicate(b, scores_b, statistic)
-        return _interval(point_a - point_b, redrawn_a - redrawn_b)
+        return interval(point_a - point_b, redrawn_a - redrawn_b)
 
 
 def _statistic(values: np.ndarray, weights: np.ndarray, statistic: str) -> np.ndarray:
     """[conditions, objects] scores and [B, objects] weights -> [B] values of the statistic."""
     if statistic not in STATISTICS:
         raise ConfigError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-    present = ~np.isnan(values)
-    totals = weights @ np.where(present, values, 0.0).T  # [B, C]
-    counts = weights @ present.T.astype(float)
-    means = totals / np.maximum(counts, 1e-12)
-    means[counts == 0] = np.nan
+    means = condition_means(values, weights)
     clear = means[:, 0]
     degrade = np.nanmean(means[:, 1:], axis=1)
     return {"clear": clear, "degrade": degrade, "gap": clear - degrade}[statistic]
 
 
-def _interval(point: float, redrawn: np.ndarray) -> Estimate:
+def condition_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[conditions, objects] scores (NaN = not scored) and [B, objects] object weights -> [B, conditions]
+    weighted means, NaN where a redrawn set holds no object of a condition."""
+    present = ~np.isnan(values)
+    totals = weights @ np.where(present, values, 0.0).T
+    counts = weights @ present.T.astype(float)
+    means = totals / np.maximum(counts, 1e-12)
+    means[counts == 0] = np.nan
+    return means
+
+
+def interval(point: float, redrawn: np.ndarray) -> Estimate:
+    """The estimate `point` with the 2.5 and 97.5 percentiles of its redrawn values."""
     low, high = np.nanpercentile(redrawn, [2.5, 97.5])
     return Estimate(point, float(low), float(high))

@@ -17,6 +17,7 @@ import numpy as np
 from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, Scores, stack_scores
 from garasam.miniature.plan import BASELINES, VARIANT_OF, StudyPlan, run_name
+from garasam.miniature.premise import analyse_premise, premise_applies
 
 PROMPTS = ("point", "box")
 METRICS = ("iou", "dice")
@@ -38,7 +39,12 @@ def analyse(eval_dir: Path, plan: StudyPlan) -> dict[str, Any]:
     gates = _gate_spreads(Path(eval_dir) / "seen" / "results.json", plan) if "seen" in test_sets else {}
     claims = judge_claims(boots, plan, gates)
     markdown = _markdown(tables, claims, gates, plan)
-    return {"estimates": estimates, "claims": claims, "gate_spreads": gates, "markdown": markdown}
+    found: dict[str, Any] = {"estimates": estimates, "claims": claims, "gate_spreads": gates}
+    if premise_applies(plan):
+        premise = analyse_premise(Path(eval_dir), plan)
+        markdown += "\n## The paper's premise (Fig. 2)\n\n" + premise.pop("markdown")
+        found["premise"] = premise
+    return {**found, "markdown": markdown}
 
 
 class _TestSet:
