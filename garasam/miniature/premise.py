@@ -135,16 +135,21 @@ class _Premise:
         verdict = "holds" if len(calls) >= 2 else "does not hold" if calls else "within noise"
         return {"per_degradation": rows, "verdict": verdict, "called": sorted(calls)}
 
+    def _single(self, arm: str) -> np.ndarray:
+        """One arm's Degrade IoU, seeds averaged (the draw shared by the same-seed models)."""
+        return self._over_seeds(np.stack([self._degrade(run_name(arm, s)) for s in self.seeds]), "oracle")
+
+    def _seed_oracles(self, arms: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(Oracle-Corrupt, Oracle-Instance) over each seed's models of `arms`, seeds averaged."""
+        per_seed = [self._oracles([run_name(a, s) for a in arms]) for s in self.seeds]
+        corrupt, instance = zip(*per_seed, strict=True)
+        return self._over_seeds(np.stack(corrupt), "oracle"), self._over_seeds(np.stack(instance), "oracle")
+
     def oracle(self, arms: tuple[str, ...]) -> dict[str, Any]:
         """Question 2 over `arms`: each oracle's gain over the best single model, against the noise
         oracle's gain over its seeds' mean."""
-        per_seed = [self._oracles([run_name(a, s) for a in arms]) for s in self.seeds]
-        corrupt = self._over_seeds(np.stack([p[0] for p in per_seed]), "oracle")
-        instance = self._over_seeds(np.stack([p[1] for p in per_seed]), "oracle")
-        singles = {
-            a: self._over_seeds(np.stack([self._degrade(run_name(a, s)) for s in self.seeds]), "oracle")
-            for a in arms
-        }
+        corrupt, instance = self._seed_oracles(arms)
+        singles = {a: self._single(a) for a in arms}
         best = np.max(np.stack(list(singles.values())), axis=0)  # chosen again in every replicate
         noise_names = [run_name(NOISE_ARM, s) for s in self.seeds]
         noise_corrupt, noise_instance = self._oracles(noise_names)
@@ -178,14 +183,9 @@ class _Premise:
 
     def gara_share(self) -> dict[str, Any]:
         """Question 3: GaRA minus the best single rank, as a share of Oracle-Instance's gain over it."""
-        per_seed = [self._oracles([run_name(a, s) for a in RANKS])[1] for s in self.seeds]
-        instance = self._over_seeds(np.stack(per_seed), "oracle")
-        singles = [
-            self._over_seeds(np.stack([self._degrade(run_name(a, s)) for s in self.seeds]), "oracle")
-            for a in RANKS
-        ]
-        best = np.max(np.stack(singles), axis=0)
-        gara = self._over_seeds(np.stack([self._degrade(run_name("gara", s)) for s in self.seeds]), "oracle")
+        instance = self._seed_oracles(RANKS)[1]
+        best = np.max(np.stack([self._single(a) for a in RANKS]), axis=0)
+        gara = self._single("gara")
         gain = instance - best
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.where(np.abs(gain) > 1e-12, (gara - best) / gain, np.nan)
