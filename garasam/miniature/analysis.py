@@ -16,10 +16,9 @@ import numpy as np
 
 from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, Scores, stack_scores
-from garasam.miniature.plan import BASELINES, VARIANT_OF, StudyPlan, run_name
+from garasam.miniature.plan import BASELINES, PROMPTS, VARIANT_OF, StudyPlan, run_name
 from garasam.miniature.premise import analyse_premise, premise_applies
 
-PROMPTS = ("point", "box")
 METRICS = ("iou", "dice")
 RANK_SPREAD = 1.0  # components: claim 4's threshold for "varies"
 

@@ -41,6 +41,7 @@ FIDELITY_ARMS = ("frozen", "gara", *VARIANT_OF)
 DEMO_ARMS = ("frozen", "lora128", "gara")
 BASELINES = ("lora16", "lora128", "lora256", "moe_lora")  # claim 2: GaRA against each
 TEST_SETS = ("seen", "zero_shot")
+PROMPTS = ("point", "box")  # evaluated for every model
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ import numpy as np
 from garasam.errors import DataError
 from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, condition_means, interval
-from garasam.miniature.plan import StudyPlan, run_name
+from garasam.miniature.plan import PROMPTS, StudyPlan, run_name
 
 RANKS = ("lora16", "lora128", "lora256")
 WITH_GARA = (*RANKS, "gara")
 NOISE_ARM = "lora128"  # the noise oracle: the same oracle over this arm's seeds
-PROMPTS = ("point", "box")
 LABELS = {"lora16": "LoRA-16", "lora128": "LoRA-128", "lora256": "LoRA-256", "gara": "GaRA"}
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 from garasam.errors import ConfigError
 from garasam.io import atomic_write_text
-from garasam.miniature.plan import ARM_OVERRIDES, SPLIT_FAMILIES, TEST_SETS, StudyPlan, lr_for, run_name
+from garasam.miniature.plan import (
+    ARM_OVERRIDES,
+    PROMPTS,
+    SPLIT_FAMILIES,
+    TEST_SETS,
+    StudyPlan,
+    lr_for,
+    run_name,
+)
 from garasam.miniature.plan import ARMS as ARM_ADAPTERS
 from garasam.runtime import resolve_device
 
@@ -198,7 +206,7 @@ def evaluate_all(
         models,
         open_dataset(spec, max_objects=plan.max_objects),
         "robustseg",
-        ["point", "box"],
+        list(PROMPTS),
         device=device,
         examples=examples,
         model_info=info,
