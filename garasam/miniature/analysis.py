@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from garasam.eval.markdown import table
 from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, Scores, stack_scores
 from garasam.miniature.plan import BASELINES, PROMPTS, VARIANT_OF, StudyPlan, run_name
@@ -248,7 +249,7 @@ def _tables(sets: dict[str, _TestSet], plan: StudyPlan) -> dict[str, list[str]]:
         for prompt in PROMPTS:
             cells.append(_share(sets[prompt], arm))
         diff_rows.append(cells)
-    tables = {"scores": _md(header, rows), "differences": _md(diff_header, diff_rows)}
+    tables = {"scores": table(header, rows), "differences": table(diff_header, diff_rows)}
     variant_header = ["variant"] + [f"{p} {s} IoU - base" for p in PROMPTS for s in ("degr", "clear")]
     variant_rows = [
         [f"{_label(arm)} - {_label(VARIANT_OF[arm])}"]
@@ -261,7 +262,7 @@ def _tables(sets: dict[str, _TestSet], plan: StudyPlan) -> dict[str, list[str]]:
         if VARIANT_OF.get(arm) in arms
     ]
     if variant_rows:
-        tables["variants"] = _md(variant_header, variant_rows)
+        tables["variants"] = table(variant_header, variant_rows)
     return tables
 
 
@@ -292,11 +293,6 @@ LABELS = {
 
 def _label(arm: str) -> str:
     return LABELS.get(arm, arm)
-
-
-def _md(header: list[str], rows: list[list[str]]) -> list[str]:
-    rule = ["---" if i == 0 else "---:" for i in range(len(header))]
-    return [f"| {' | '.join(line)} |" for line in (header, rule, *rows)]
 
 
 def _markdown(
@@ -342,13 +338,13 @@ def _markdown(
         lines += ["", "### GaRA mean active rank (seen test set)", ""]
         seed = next(iter(gates))
         blocks = gates[seed]["per_block"]
-        lines += _md(
+        lines += table(
             ["seed", *[f"block {b}" for b in blocks]],
             [[s, *[f"{v:.1f}" for v in g["per_block"].values()]] for s, g in gates.items()],
         )
         lines.append("")
         conditions = list(gates[seed]["per_condition"])
-        lines += _md(
+        lines += table(
             ["seed", *conditions],
             [[s, *[f"{v:.1f}" for v in g["per_condition"].values()]] for s, g in gates.items()],
         )

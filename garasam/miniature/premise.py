@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from garasam.errors import DataError
+from garasam.eval.markdown import table
 from garasam.eval.report import read_objects_csv
 from garasam.eval.stats import Bootstrap, Estimate, condition_means, interval
 from garasam.miniature.plan import PROMPTS, StudyPlan, run_name
@@ -85,6 +86,8 @@ class _Premise:
         boot = Bootstrap(num_objects, plan.bootstrap_replicates, seed=0)
         self.weights = np.vstack([np.ones((1, num_objects)), boot.weights])
         # Seed draws: one per arm (the study's), and one for the same-seed models an oracle combines.
+        # GaRA's own draw goes unused (its seeds pair with the ranks' through the oracle draw) but stays
+        # drawn: it is part of the random stream that produced the reported figures.
         self.draws = {
             name: boot.rng.integers(len(self.seeds), size=(plan.bootstrap_replicates, len(self.seeds)))
             for name in (*WITH_GARA, "oracle")
@@ -225,22 +228,18 @@ def _fmt(p: dict[str, float | None]) -> str:
     return f"{p['value']:.1f} [{p['low']:.1f}, {p['high']:.1f}]"
 
 
-def _row(cells: list[str]) -> str:
-    return f"| {' | '.join(cells)} |"
-
-
 def premise_markdown(results: dict[str, Any]) -> str:
     """The three questions' tables per test set and prompt."""
     lines = []
     for test_set, prompts in results.items():
         for prompt, part in prompts.items():
             where = f"{test_set.replace('_', '-')} test set, {prompt} prompts ({part['objects']} objects)"
-            best = part["best_rank"]
+            best, share = part["best_rank"], part["gara_share"]
             lines += [
                 f"### Premise 1, {where}: IoU per degradation, mean [95% CI]; "
                 f"the best rank depends on the corruption: **{best['verdict']}**",
                 "",
-                _row(
+                *table(
                     [
                         "degradation",
                         *(LABELS[a] for a in RANKS),
@@ -248,19 +247,21 @@ def premise_markdown(results: dict[str, Any]) -> str:
                         "16 - 256",
                         "128 - 256",
                         "called best",
-                    ]
+                    ],
+                    [
+                        [
+                            r["degradation"],
+                            *(_fmt(r["iou"][a]) for a in RANKS),
+                            *(_fmt(v) for v in r["differences"].values()),
+                            LABELS.get(r["called_best"], "none"),
+                        ]
+                        for r in best["per_degradation"]
+                    ],
                 ),
-                _row(["---"] + ["---:"] * 7),
-            ]
-            for r in best["per_degradation"]:
-                cells = [r["degradation"], *(_fmt(r["iou"][a]) for a in RANKS)]
-                cells += [_fmt(v) for v in r["differences"].values()]
-                lines.append(_row([*cells, LABELS.get(r["called_best"], "none")]))
-            lines += [
                 "",
                 f"### Premise 2, {where}: oracles' Degrade IoU and their gain against the noise oracle",
                 "",
-                _row(
+                *table(
                     [
                         "models",
                         "best single",
@@ -271,31 +272,9 @@ def premise_markdown(results: dict[str, Any]) -> str:
                         "noise seeds' mean",
                         "OC gain - noise gain",
                         "OI gain - noise gain",
-                    ]
+                    ],
+                    [_oracle_row(o) for o in part["oracles"].values()],
                 ),
-                _row(["---"] + ["---:"] * 8),
-            ]
-            for o in part["oracles"].values():
-                iou, tests = o["iou"], o["tests"]
-                lines.append(
-                    _row(
-                        [
-                            " + ".join(LABELS[m] for m in o["models"]),
-                            f"{LABELS[o['best_single']]} {_fmt(iou[o['best_single']])}",
-                            _fmt(iou["Oracle-Corrupt"]),
-                            _fmt(iou["Oracle-Instance"]),
-                            _fmt(iou["noise Oracle-Corrupt"]),
-                            _fmt(iou["noise Oracle-Instance"]),
-                            _fmt(iou["noise seeds' mean"]),
-                            f"{_fmt(tests['Oracle-Corrupt']['gain_minus_noise_gain'])}: "
-                            f"{tests['Oracle-Corrupt']['verdict']}",
-                            f"{_fmt(tests['Oracle-Instance']['gain_minus_noise_gain'])}: "
-                            f"{tests['Oracle-Instance']['verdict']}",
-                        ]
-                    )
-                )
-            share = part["gara_share"]
-            lines += [
                 "",
                 f"Premise 3, {where}: GaRA - best single rank {_fmt(share['gara_minus_best_rank'])} points; "
                 f"Oracle-Instance's gain over it {_fmt(share['oracle_instance_gain'])}; GaRA's share "
@@ -303,3 +282,20 @@ def premise_markdown(results: dict[str, Any]) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def _oracle_row(o: dict[str, Any]) -> list[str]:
+    iou, tests = o["iou"], o["tests"]
+    return [
+        " + ".join(LABELS[m] for m in o["models"]),
+        f"{LABELS[o['best_single']]} {_fmt(iou[o['best_single']])}",
+        *(
+            _fmt(iou[k])
+            for k in ("Oracle-Corrupt", "Oracle-Instance", "noise Oracle-Corrupt", "noise Oracle-Instance")
+        ),
+        _fmt(iou["noise seeds' mean"]),
+        *(
+            f"{_fmt(tests[k]['gain_minus_noise_gain'])}: {tests[k]['verdict']}"
+            for k in ("Oracle-Corrupt", "Oracle-Instance")
+        ),
+    ]
